@@ -1,0 +1,40 @@
+"""transferkit: transfer learning for images and text, with honest evaluation."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["FitConfig", "TransferClassifier", "TransferRegressor", "create_backbone", "fit", "load_run",
+           "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .backbones import create_backbone
+    from .config import FitConfig
+    from .estimators import TransferClassifier, TransferRegressor
+    from .pipeline import fit
+    from .runs import load_run
+
+
+def __getattr__(name: str) -> Any:  # lazy: keep `transferkit --help` fast
+    if name == "FitConfig":
+        from .config import FitConfig
+
+        return FitConfig
+    if name in ("TransferClassifier", "TransferRegressor"):
+        from . import estimators
+
+        return getattr(estimators, name)
+    if name == "create_backbone":
+        from .backbones import create_backbone
+
+        return create_backbone
+    if name == "fit":
+        from .pipeline import fit
+
+        return fit
+    if name == "load_run":
+        from .runs import load_run
+
+        return load_run
+    raise AttributeError(name)

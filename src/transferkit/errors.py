@@ -1,0 +1,30 @@
+"""User-facing errors: one template, one line, exit code 2 from the CLI."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class TransferkitError(Exception):
+    """An error caused by the user's input; the CLI prints it as one line and exits with code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(TransferkitError):
+    """A bad parameter or configuration value."""
+
+
+class DataError(TransferkitError):
+    """Missing, malformed or unusable data."""
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """Return ' Did you mean X?' when a close match exists, else ''."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def bad_param(owner: str, name: str, expected: str, got: object) -> ConfigError:
+    """The one template for a bad parameter value."""
+    return ConfigError(f"The '{name}' parameter of {owner} must be {expected}. Got {got!r} instead.")

@@ -1,0 +1,19 @@
+"""Strategies: how a backbone is adapted to the target task."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..registry import Registry
+from .base import FitContext, StrategyResult
+from .feature_cache import FeatureCache
+from .finetune import fine_tune, lp_ft
+from .linear_probe import linear_probe
+
+STRATEGIES: Registry[Callable[[FitContext], StrategyResult]] = Registry("strategy", " See `transferkit info`.")
+STRATEGIES.register("linear-probe", "frozen backbone, cached features, logistic/ridge head tuned on validation")(
+    linear_probe)
+STRATEGIES.register("fine-tune", "train all layers (or all but the bottom --freeze K groups), LLRD, early stop")(
+    fine_tune)
+STRATEGIES.register("lp-ft", "linear probe first, then fine-tune from that head (Kumar et al., 2022)")(lp_ft)
+
+__all__ = ["STRATEGIES", "FitContext", "StrategyResult", "FeatureCache"]

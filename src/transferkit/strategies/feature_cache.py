@@ -1,0 +1,66 @@
+"""On-disk feature cache. Key = backbone spec + weights hash + preprocessing + data content hash."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..backbones.base import Backbone
+from ..engine.extract import extract_features
+from ..engine.inputs import Inputs
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("TRANSFERKIT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "transferkit" / "features"
+
+
+def weights_hash(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                 if t.numel() else b"")
+    return h.hexdigest()[:24]
+
+
+class FeatureCache:
+    """Frozen features keyed by everything that determines them; atomic writes."""
+
+    def __init__(self, root: str | Path | None = None, enabled: bool = True) -> None:
+        self.root = Path(root) if root else default_cache_dir()
+        self.enabled = enabled
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, backbone: Backbone, inputs: Inputs, kind: str = "features") -> str:
+        parts = {"spec": backbone.meta.spec, "weights": weights_hash(backbone), "kind": kind,
+                 "pre": backbone.describe_preprocessing(), "data": inputs.ds.content_hash()}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def get_or_compute(self, backbone: Backbone, inputs: Inputs, batch_size: int = 64, desc: str = "features",
+                       source_logits: bool = False, progress: bool = True) -> np.ndarray:
+        kind = "source_logits" if source_logits else "features"
+        path = self.root / f"{self.key(backbone, inputs, kind)}.npy" if self.enabled else None
+        if path is not None and path.exists():
+            try:
+                feats = np.load(path, allow_pickle=False)
+                if feats.shape[0] == len(inputs):
+                    self.hits += 1
+                    return feats
+            except (OSError, ValueError):
+                pass  # a corrupt entry is recomputed and replaced
+        self.misses += 1
+        feats = extract_features(backbone, inputs, batch_size, desc, source_logits, progress)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, feats, allow_pickle=False)
+            os.replace(tmp, path)
+        return feats

@@ -1,0 +1,29 @@
+"""Fine-tuning (optionally with the bottom K layer groups frozen) and LP-FT (Kumar et al., 2022:
+"Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution")."""
+from __future__ import annotations
+
+from ..engine.loop import train_model
+from ..engine.model import TransferModel
+from .base import FitContext, StrategyResult
+from .linear_probe import probe_head
+
+
+def fine_tune(ctx: FitContext) -> StrategyResult:
+    model = TransferModel(ctx.backbone, ctx.n_out, ctx.config.head)
+    hist = train_model(model, ctx.train, ctx.y_train, ctx.val, ctx.y_val, ctx.train_settings(),
+                       ctx.log_dir, ctx.progress)
+    return StrategyResult(model, hist, {"best_epoch": hist.best_epoch, "stopped_early": hist.stopped_early})
+
+
+def lp_ft(ctx: FitContext) -> StrategyResult:
+    """Linear probe first; then fine-tune everything starting from that head.
+
+    BatchNorm statistics stay frozen during the fine-tune stage, so the features the probe was fitted
+    on do not jump when the model enters training mode (which otherwise wrecks the probe's head).
+    """
+    model = TransferModel(ctx.backbone, ctx.n_out, "linear")
+    probe = probe_head(ctx, model)
+    hist = train_model(model, ctx.train, ctx.y_train, ctx.val, ctx.y_val, ctx.train_settings(freeze_bn_stats=True),
+                       ctx.log_dir, ctx.progress, desc="lp-ft")
+    return StrategyResult(model, hist, {"probe": probe, "best_epoch": hist.best_epoch,
+                                        "stopped_early": hist.stopped_early})
