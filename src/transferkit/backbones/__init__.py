@@ -47,6 +47,13 @@ def _scratch(name: str, **kw: Any) -> Backbone:
     return create_scratch(name, **kw)
 
 
+@SOURCES.register("run", "an earlier transferkit run's backbone: run:runs/NAME (parameter transfer)")
+def _run(name: str, **kw: Any) -> Backbone:
+    from .run_backbone import create_from_run
+
+    return create_from_run(name, **kw)
+
+
 def parse_spec(spec: str) -> tuple[str, str]:
     """'timm:resnet18' -> ('timm', 'resnet18'), with a helpful error for a missing or unknown prefix."""
     if not isinstance(spec, str) or ":" not in spec:

@@ -106,8 +106,12 @@ def _loss_fn(s: TrainSettings) -> nn.Module:
 
 def train_model(model: TransferModel, train: Inputs, y_train: np.ndarray, val: Inputs, y_val: np.ndarray,
                 s: TrainSettings, log_dir: Path | None = None, progress: bool = True,
-                desc: str = "fine-tune") -> History:
-    """Train in place; on return the model holds the best validation weights."""
+                desc: str = "fine-tune", eval_initial: bool = False) -> History:
+    """Train in place; on return the model holds the best validation weights.
+
+    With ``eval_initial`` the starting weights (epoch 0, e.g. a fitted probe) compete for "best" too,
+    so fine-tuning can never end worse on validation than where it started.
+    """
     torch.manual_seed(s.seed)
     rng = np.random.default_rng(s.seed)
     groups = param_groups(model, s)
@@ -130,6 +134,10 @@ def train_model(model: TransferModel, train: Inputs, y_train: np.ndarray, val: I
 
         writer = SummaryWriter(str(log_dir))
     hist, best_state, step, bad = History(), None, 0, 0
+    if eval_initial:
+        hist.best_metric = validation_score(predict_outputs(model, val, s.batch_size * 2), y_val, s.task)
+        hist.best_epoch = 0
+        best_state = copy.deepcopy(model.state_dict())
     for epoch in range(1, s.epochs + 1):
         model.train()
         _freeze_frozen_norms(model, s.freeze_bn_stats)

@@ -20,10 +20,12 @@ def lp_ft(ctx: FitContext) -> StrategyResult:
 
     BatchNorm statistics stay frozen during the fine-tune stage, so the features the probe was fitted
     on do not jump when the model enters training mode (which otherwise wrecks the probe's head).
+    The fine-tune stage uses a tenth of the configured learning rate (a fitted head needs only small
+    steps), and the probe itself (epoch 0) competes for the best validation checkpoint.
     """
     model = TransferModel(ctx.backbone, ctx.n_out, "linear")
     probe = probe_head(ctx, model)
-    hist = train_model(model, ctx.train, ctx.y_train, ctx.val, ctx.y_val, ctx.train_settings(freeze_bn_stats=True),
-                       ctx.log_dir, ctx.progress, desc="lp-ft")
+    hist = train_model(model, ctx.train, ctx.y_train, ctx.val, ctx.y_val, ctx.train_settings(freeze_bn_stats=True, lr=ctx.config.lr * 0.1),
+                       ctx.log_dir, ctx.progress, desc="lp-ft", eval_initial=True)
     return StrategyResult(model, hist, {"probe": probe, "best_epoch": hist.best_epoch,
                                         "stopped_early": hist.stopped_early})
