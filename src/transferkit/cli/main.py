@@ -23,11 +23,13 @@ FIT_HELP = {
 }
 
 
-def _add_fit_flags(p: argparse.ArgumentParser) -> None:
+def _add_fit_flags(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     from ..config import FitConfig
 
-    p.add_argument("--config", help="YAML config file; flags given here override it")
+    p.add_argument("--config", help="YAML config file (fit keys); flags given here override it")
     for f in dataclasses.fields(FitConfig):
+        if f.name in exclude:
+            continue
         flag = "--" + f.name.replace("_", "-")
         helptext = FIT_HELP.get(f.name, "")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
@@ -75,6 +77,27 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", help="image files/folders, a .txt file (one text per line) or a table")
     pr.add_argument("-o", "--output", help="output .csv or .json (default: CSV on stdout)")
     pr.add_argument("--top-k", type=int, default=3)
+    cmp_ = sub.add_parser("compare", help="data-efficiency study: transfer vs classical vs scratch across budgets")
+    _add_fit_flags(cmp_, exclude=("strategy", "backbone", "name", "overwrite", "runs_dir", "val", "test"))
+    cmp_.add_argument("--strategies", default="classical,scratch,linear-probe,fine-tune,lp-ft",
+                      help="comma-separated: classical, scratch, linear-probe, fine-tune, lp-ft")
+    cmp_.add_argument("--backbones", default=None, help="comma-separated transfer backbones "
+                      "(default: packaged:efficientnet_lite0 for images, packaged:minilm-l6 for text)")
+    cmp_.add_argument("--budgets", default="1,5,10,50,all", help="labelled examples per class, fractions, or all")
+    cmp_.add_argument("--seeds", default="0,1,2")
+    cmp_.add_argument("--scratch-backbone", default=None, help="default scratch:cnn / scratch:transformer")
+    cmp_.add_argument("--out", default="runs/compare", help="study folder (re-run to resume)")
+    fe = sub.add_parser("features", help="export frozen features (with ids and labels) to .npz or .parquet")
+    src = fe.add_mutually_exclusive_group(required=True)
+    src.add_argument("--backbone", help="backbone spec")
+    src.add_argument("--run", help="a saved run whose backbone to use")
+    fe.add_argument("--data", required=True, help="image folder or table")
+    fe.add_argument("-o", "--output", required=True, help="FILE.npz or FILE.parquet")
+    for col in ("text", "image", "label", "id"):
+        fe.add_argument(f"--{col}-column", default="label" if col == "label" else None)
+    fe.add_argument("--image-size", type=int, default=None)
+    fe.add_argument("--max-length", type=int, default=None)
+    fe.add_argument("--unlabelled", action="store_true", help="the data have no label column")
     demo = sub.add_parser("demo", help="offline demo: digits, packaged EfficientNet-Lite0 vs scratch CNN")
     demo.add_argument("--runs-dir", default="runs/demo")
     demo.add_argument("--fast", action="store_true", help="a smaller, quicker demo")
@@ -149,7 +172,59 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info, "demo": cmd_demo}
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ..config import FitConfig
+    from ..study import StudyConfig, compare
+    from ..study.compare import parse_budget
+
+    skip = ("command", "config", "quiet", "strategies", "backbones", "budgets", "seeds", "scratch_backbone", "out")
+    values = {k: v for k, v in vars(args).items() if k not in skip}
+    base = FitConfig.from_yaml(args.config).to_dict() if args.config else {}
+    fit_cfg = FitConfig.from_dict({**base, **values})
+    if args.backbones:
+        backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    else:
+        backbones = None
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds expects integers like 0,1,2; got {args.seeds!r}.") from None
+    cfg = StudyConfig(base=fit_cfg, strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
+                      backbones=backbones or [], budgets=[parse_budget(b) for b in args.budgets.split(",")],
+                      seeds=seeds, scratch_backbone=args.scratch_backbone, out=args.out)
+    from ..study.compare import Study
+
+    study = Study(cfg, progress=not args.quiet)
+    if backbones is None:
+        study.cfg.backbones = ["packaged:efficientnet_lite0" if study.data.modality == "image" else "packaged:minilm-l6"]
+    summary = study.run()
+    from ..study.report import markdown_table
+
+    print("\n".join(markdown_table(summary)))
+    print(f"\n{summary['verdict']}\nreport: {cfg.out}/report.md")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from ..backbones import create_backbone
+    from ..data import Columns, load_path
+    from ..runs.features import export_features
+
+    if args.run:
+        from ..runs import load_run
+
+        backbone = load_run(args.run).model.backbone
+    else:
+        backbone = create_backbone(args.backbone, image_size=args.image_size, max_length=args.max_length)
+    ds = load_path(args.data, Columns(args.text_column, args.image_column, args.label_column, args.id_column),
+                   labelled=not args.unlabelled)
+    out = export_features(backbone, ds, args.output, progress=not args.quiet)
+    print(f"wrote {len(ds)} x {backbone.meta.feature_dim} features to {out}")
+    return 0
+
+
+COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info, "demo": cmd_demo,
+            "compare": cmd_compare, "features": cmd_features}
 
 
 

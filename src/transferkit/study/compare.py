@@ -175,7 +175,7 @@ class Study:
                 ys = dict(zip(("pool", "val", "test"), enc))
                 for budget in self.cfg.budgets:
                     for strategy, backbone in plan:
-                        key = f"{strategy}|{backbone}|{budget}|{seed}".replace("/", "_").replace(":", "-")
+                        key = f"{strategy}__{backbone}__{budget}__{seed}".replace("/", "_").replace(":", "-")
                         path = self.out / "cells" / f"{key}.json"
                         if path.exists():
                             results.append(json.loads(path.read_text(encoding="utf-8")))
