@@ -51,6 +51,7 @@ class FitConfig:
     grad_clip: float = 1.0
     accumulate: int = 1
     patience: int = 3
+    min_steps: int = 100
     class_weights: bool = False
     label_smoothing: float = 0.0
     loss: str = "mse"
@@ -76,6 +77,8 @@ class FitConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise bad_param("FitConfig", name, f"an integer >= {lo}", v)
+        if not isinstance(self.min_steps, int) or self.min_steps < 0:
+            raise bad_param("FitConfig", "min_steps", "an integer >= 0", self.min_steps)
         if not isinstance(self.freeze, int) or self.freeze < 0:
             raise bad_param("FitConfig", "freeze", "an integer >= 0", self.freeze)
         for name in ("lr", "layer_decay"):

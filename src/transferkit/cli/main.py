@@ -20,6 +20,7 @@ FIT_HELP = {
     "layer_decay": "layer-wise LR decay per group below the head (1 = none)",
     "probe_grid": "comma-separated C values tried by the linear probe",
     "class_weights": "weight classes inversely to their frequency",
+    "min_steps": "small data: repeat passes within each epoch until training has at least this many steps",
 }
 
 

@@ -57,7 +57,10 @@ class ImageStore:
                 chunk = as_uint8_images(self.ds.inputs[idx[s:s + 512]], self.ds.value_max or 255.0)
                 out.append(self.pre.resize_uint8(chunk))
             return torch.cat(out) if out else torch.empty(0, 3, self.pre.size, self.pre.size, dtype=torch.uint8)
-        arrs = [load_rgb(self.ds.inputs[i], self.pre.size, self.pre.interpolation) for i in idx]
+        from tqdm.auto import tqdm
+
+        arrs = [load_rgb(self.ds.inputs[i], self.pre.size, self.pre.interpolation)
+                for i in tqdm(idx, desc="decode images", unit="img", leave=False, disable=len(idx) < 256)]
         return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
 
     def __len__(self) -> int:

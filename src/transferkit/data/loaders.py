@@ -125,7 +125,7 @@ def load_table(path: Path, columns: Columns, strict: bool = False, labelled: boo
     if text_cols is not None:
         for c in text_cols:
             _need(df, c, path, "text")
-        texts = df[text_cols].astype(str).agg("\n".join, axis=1).tolist()
+        texts = df[text_cols].fillna("").astype(str).agg("\n".join, axis=1).tolist()
         replaced = sum("\ufffd" in t for t in texts)
         return Dataset("text", texts, y, ids, origin=str(path), counts={"replaced_utf8": replaced})
     _need(df, image_col, path, "image")

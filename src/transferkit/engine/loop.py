@@ -36,6 +36,7 @@ class TrainSettings:
     task: str = "classification"
     loss: str = "mse"
     seed: int = 0
+    min_steps: int = 0  # small data: repeat passes within an epoch until epochs x steps >= min_steps
     freeze_bn_stats: bool = False  # keep BatchNorm running statistics (and eval-mode normalisation) fixed
 
 
@@ -118,7 +119,9 @@ def train_model(model: TransferModel, train: Inputs, y_train: np.ndarray, val: I
     opt = torch.optim.AdamW(groups, weight_decay=s.weight_decay)
     for g in opt.param_groups:
         g["base_lr"] = g["lr"]
-    steps_per_epoch = math.ceil(math.ceil(len(train) / s.batch_size) / s.accumulate)
+    batches_per_pass = math.ceil(len(train) / s.batch_size)
+    passes = max(1, math.ceil(s.min_steps * s.accumulate / max(1, s.epochs * batches_per_pass)))
+    steps_per_epoch = math.ceil(batches_per_pass * passes / s.accumulate)
     total, warm = s.epochs * steps_per_epoch, int(s.warmup * s.epochs * steps_per_epoch)
 
     def lr_factor(step: int) -> float:
@@ -142,8 +145,8 @@ def train_model(model: TransferModel, train: Inputs, y_train: np.ndarray, val: I
         model.train()
         _freeze_frozen_norms(model, s.freeze_bn_stats)
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
-        batches = train.order(s.batch_size, shuffle=True, rng=rng)
-        with tqdm(total=len(train), desc=f"{desc} {epoch}/{s.epochs}", unit="ex", disable=not progress,
+        batches = [b for _ in range(passes) for b in train.order(s.batch_size, shuffle=True, rng=rng)]
+        with tqdm(total=len(train) * passes, desc=f"{desc} {epoch}/{s.epochs}", unit="ex", disable=not progress,
                   leave=False) as bar:
             for b_i, idx in enumerate(batches):
                 out = model(train.batch(idx))

@@ -37,7 +37,8 @@ class FitContext:
         c = self.config
         s = TrainSettings(epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, weight_decay=c.weight_decay,
                           layer_decay=c.layer_decay, freeze=c.freeze, warmup=c.warmup, grad_clip=c.grad_clip,
-                          accumulate=c.accumulate, patience=c.patience, label_smoothing=c.label_smoothing,
+                          accumulate=c.accumulate, patience=c.patience, min_steps=c.min_steps,
+                          label_smoothing=c.label_smoothing,
                           class_weights=self.class_weights, task=c.task, loss=c.loss, seed=c.seed)
         for k, v in overrides.items():
             setattr(s, k, v)

@@ -88,8 +88,29 @@ class Study:
             b.train, Columns(b.text_column, b.image_column, b.label_column, b.id_column), b.strict, task=b.task)
         self.out = Path(cfg.out)
         (self.out / "cells").mkdir(parents=True, exist_ok=True)
+        self._check_settings()
         self.cache = FeatureCache()
         self._features: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+
+    def settings(self) -> dict[str, Any]:
+        """What a finished cell depends on (besides its own strategy/backbone/budget/seed)."""
+        return {"base": self.cfg.base.to_dict() | {"train": None, "name": None, "runs_dir": None},
+                "scratch_backbone": self.cfg.scratch_backbone, "data": self.data.content_hash(),
+                "n": len(self.data)}
+
+    def _check_settings(self) -> None:
+        path = self.out / "study.json"
+        now = json.loads(json.dumps(self.settings(), default=str))
+        if path.exists():
+            old = json.loads(path.read_text(encoding="utf-8"))
+            if old != now:
+                diff = sorted(k for k in set(old["base"]) | set(now["base"])
+                              if old["base"].get(k) != now["base"].get(k))
+                what = ", ".join(diff) or ("data" if old["data"] != now["data"] else "scratch backbone")
+                raise ConfigError(f"Study folder '{self.out}' holds results made with other settings ({what}). "
+                                  "Use a new --out, or delete the folder to start over.")
+        else:
+            write_json(path, now)
 
     # -- one cell -------------------------------------------------------------------------------------
     def _evaluate(self, outputs: np.ndarray, y: np.ndarray, labels: dict[str, Any]) -> dict[str, Any]:
