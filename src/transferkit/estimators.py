@@ -122,7 +122,8 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         return softmax(self._outputs(X))
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(1)]
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(1)]
 
 
 class TransferRegressor(RegressorMixin, _TransferBase):

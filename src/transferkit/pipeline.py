@@ -171,7 +171,8 @@ def fit(config: FitConfig, train: Dataset | None = None, val: Dataset | None = N
         details = {**result.details, "fit_seconds": fit_seconds, "preprocess_seconds": prep_seconds,
                    "split_note": splits.note,
                    "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
-                   "data_issues": {k: v for k, v in splits.train.counts.items() if v}}
+                   "data_issues": {k: v for k, v in splits.train.counts.items() if v},
+                   "lineage": getattr(backbone, "lineage", [])}
         log.info("test metrics: %s", {k: v for k, v in test_eval.metrics.items() if isinstance(v, float)})
         fr = FitResult(None, model, labels, test_eval.metrics, val_eval.metrics, details)
         if writer is None:
@@ -184,7 +185,7 @@ def fit(config: FitConfig, train: Dataset | None = None, val: Dataset | None = N
         write_run_report(writer.dir, c, model.backbone.meta, labels, test_eval, result.history, details)
         head = "linear" if isinstance(model.head, torch.nn.Linear) else "mlp"
         write_json(writer.dir / "run.json", run_info(c, started, {"name": name, "head": head,
-                                                                  "lineage": getattr(backbone, "lineage", [])}))
+                                                                  "lineage": details["lineage"]}))
         log.removeHandler(handler)
         handler.close()
         handler = None

@@ -80,7 +80,7 @@ def create_backbone(spec: str, pretrained: bool = True, **options: Any) -> Backb
     """
     prefix, name = parse_spec(spec)
     opts = {k: v for k, v in options.items() if v is not None}
-    return SOURCES.get(prefix)(name, pretrained=pretrained, **opts)
+    return SOURCES.get(prefix)(name, pretrained=pretrained, **opts).eval()
 
 
 __all__ = ["Backbone", "BackboneMeta", "ImagePreprocessor", "SOURCES", "create_backbone", "parse_spec"]

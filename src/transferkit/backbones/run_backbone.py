@@ -13,6 +13,9 @@ def create_from_run(path: str, pretrained: bool = True, **_: Any) -> Backbone:
     run = load_run(path)
     backbone = run.model.backbone
     parent = run.info.get("lineage", [])
+    # How to rebuild this architecture without the parent run (weights come from the child's own file).
+    root = backbone.meta.extra.get("rebuild_spec", backbone.meta.spec)
+    backbone.meta.extra["rebuild_spec"] = root
     object.__setattr__(backbone.meta, "spec", f"run:{path}")
     object.__setattr__(backbone.meta, "source", "run")
     object.__setattr__(backbone.meta, "pretrained", True)

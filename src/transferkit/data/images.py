@@ -15,9 +15,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 
 
 def is_readable_image(path: str) -> bool:
+    """Fully decodes the file: ``verify()`` alone misses truncated JPEG data."""
     try:
         with Image.open(path) as im:
-            im.verify()
+            im.load()
         return True
     except Exception:  # PIL raises many types for corrupt files
         return False
@@ -28,6 +29,8 @@ def load_rgb(path: str, size: int, interpolation: str = "bicubic") -> np.ndarray
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+                im = _scale_to_8bit(im)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")
                 bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
@@ -38,6 +41,15 @@ def load_rgb(path: str, size: int, interpolation: str = "bicubic") -> np.ndarray
             return np.asarray(im, dtype=np.uint8)
     except (OSError, ValueError) as e:
         raise DataError(f"Cannot read image '{path}': {e}. Remove or replace the file.") from None
+
+
+def _scale_to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit / 32-bit grey images: scale to 0..255 (a plain convert would clip)."""
+    a = np.asarray(im, dtype=np.float64)
+    top = 65535.0 if im.mode.startswith("I;16") else max(float(a.max()), 1.0)
+    if im.mode == "I" and a.max() <= 65535:
+        top = 65535.0 if a.max() > 255 else 255.0
+    return Image.fromarray(np.clip(a * (255.0 / top), 0, 255).round().astype(np.uint8), mode="L")
 
 
 class ImageStore:

@@ -1,7 +1,10 @@
 """Loaders: image folders (one sub-folder per class), tables (CSV / JSONL / Parquet), numpy arrays."""
 from __future__ import annotations
 
+import gzip
+import io
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +15,10 @@ from ..errors import DataError, suggest
 from .dataset import Dataset
 from .images import IMAGE_EXTENSIONS, is_readable_image
 
-TABLE_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".jsonl.gz", ".csv.gz")
+_SURROGATES = re.compile("[\udc80-\udcff]+")
+_BAD = "\U0010fffd"  # a private-use code point standing for undecodable bytes until they are counted
+TABLE_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".jsonl.gz", ".csv.gz", ".tsv.gz")
+
 
 
 @dataclass
@@ -56,19 +62,27 @@ def load_image_folder(root: Path, strict: bool = False, labelled: bool = True) -
     return Dataset("image", paths, y, ids, origin=str(root), counts={"skipped_images": skipped})
 
 
+def _decoded_text(path: Path) -> io.StringIO:
+    """The file as text; each run of invalid UTF-8 bytes becomes one ``_BAD`` marker (counted later)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        text = f.read().decode("utf-8", errors="surrogateescape")
+    return io.StringIO(_SURROGATES.sub(_BAD, text))
+
+
 def _read_table(path: Path):
     import pandas as pd
 
     name = path.name.lower()
     try:
-        if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-            return pd.read_json(path, lines=True, dtype=False, encoding_errors="replace")
-        if name.endswith(".json"):
-            return pd.read_json(path, dtype=False, encoding_errors="replace")
         if name.endswith(".parquet"):
             return pd.read_parquet(path)
+        if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+            return pd.read_json(_decoded_text(path), lines=True, dtype=False)
+        if name.endswith(".json"):
+            return pd.read_json(_decoded_text(path), dtype=False)
         sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
-        return pd.read_csv(path, sep=sep, encoding_errors="replace", keep_default_na=False)
+        return pd.read_csv(_decoded_text(path), sep=sep, keep_default_na=False)
     except (ValueError, OSError) as e:
         raise DataError(f"Cannot read table '{path}': {str(e).splitlines()[0]}") from None
 
@@ -126,7 +140,9 @@ def load_table(path: Path, columns: Columns, strict: bool = False, labelled: boo
         for c in text_cols:
             _need(df, c, path, "text")
         texts = df[text_cols].fillna("").astype(str).agg("\n".join, axis=1).tolist()
-        replaced = sum("\ufffd" in t for t in texts)
+        # invalid UTF-8 bytes arrive as markers: count the texts holding any, then show them as U+FFFD
+        replaced = sum(_BAD in t for t in texts)
+        texts = [t.replace(_BAD, "\ufffd") for t in texts]
         return Dataset("text", texts, y, ids, origin=str(path), counts={"replaced_utf8": replaced})
     _need(df, image_col, path, "image")
     base = path.parent

@@ -22,7 +22,11 @@ def write_run_report(directory: Path, c: FitConfig, meta: BackboneMeta, labels: 
              f"- strategy: `{c.strategy}`; task: {c.task}; seed: {c.seed}",
              f"- data: train {details['sizes']['train']}, validation {details['sizes']['val']}, "
              f"test {details['sizes']['test']}" + (f" ({details['split_note']})" if details.get("split_note") else ""),
-             f"- fit time: {details['fit_seconds']:.1f} s", ""]
+             f"- fit time: {details['fit_seconds']:.1f} s"]
+    for i, step in enumerate(details.get("lineage") or []):
+        lines.append(f"- {'started from' if i == 0 else 'which started from'} run `{step['run']}` "
+                     f"({step['strategy']} on `{step['backbone']}`, data `{step.get('train')}`)")
+    lines.append("")
     issues = details.get("data_issues") or {}
     if issues:
         lines += ["**Data issues:** " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in issues.items()), ""]

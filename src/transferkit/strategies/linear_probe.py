@@ -26,10 +26,20 @@ def fold_into_linear(head: torch.nn.Linear, coef: np.ndarray, intercept: np.ndar
         head.bias.copy_(torch.as_tensor(b, dtype=torch.float32))
 
 
+def robust_scaler(X: np.ndarray) -> StandardScaler:
+    """StandardScaler whose scales are floored at 1% of the mean feature scale: features that are almost
+    constant on the training set would otherwise be blown up by ~1/scale on new data."""
+    sc = StandardScaler().fit(X)
+    positive = sc.scale_[sc.scale_ > 1e-12]
+    if positive.size:
+        sc.scale_ = np.maximum(sc.scale_, 0.01 * float(positive.mean()))
+    return sc
+
+
 def fit_probe(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray, task: str,
               grid: list[float], n_out: int, balanced: bool = False, seed: int = 0):
     """Choose C (or ridge alpha = 1/C) on validation; returns (coef [n_out, D], intercept, scaler, report)."""
-    scaler = StandardScaler().fit(Xtr)
+    scaler = robust_scaler(Xtr)
     Ztr, Zva = scaler.transform(Xtr), scaler.transform(Xva)
     scores: dict[str, float] = {}
     best = None
