@@ -48,7 +48,7 @@ def run_demo(runs_dir: str | Path = "runs/demo", fast: bool = False, progress: b
     for strategy, backbone in DEMO_RUNS:
         name = f"{strategy}-{backbone.split(':')[1]}"
         cfg = FitConfig(backbone=backbone, strategy=strategy, image_size=64, epochs=2 if fast else 4,
-                        seed=seed, runs_dir=str(runs_dir), name=name, overwrite=True)
+                        min_steps=30 if fast else 100, seed=seed, runs_dir=str(runs_dir), name=name, overwrite=True)
         t0 = time.perf_counter()
         r = fit(cfg, train=ds, progress=progress)
         rows.append({"strategy": strategy, "backbone": backbone, "macro_f1": r.metrics["macro_f1"],

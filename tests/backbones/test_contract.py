@@ -12,7 +12,7 @@ SPECS = ["packaged:efficientnet_lite0", "packaged:minilm-l6", "scratch:cnn", "sc
 
 
 @pytest.fixture(scope="module")
-def built(request, lite0, minilm):
+def built(lite0, minilm):
     cache = {"packaged:efficientnet_lite0": lite0, "packaged:minilm-l6": minilm}
 
     def get(spec):

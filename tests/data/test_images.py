@@ -180,3 +180,35 @@ def test_folder_content_hash_tracks_file_changes(tmp_path, mnist):
     Image.fromarray(mnist[0][9]).save(f)
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10_000_000_000))
     assert load_path(root).content_hash() != h1
+
+
+def test_truncated_jpeg_is_skipped_and_counted_like_other_unreadable_files(tmp_path, mnist):
+    """A JPEG cut off mid-file cannot be decoded (load_rgb fails on it), so the folder loader must skip
+    and count it like any unreadable image, not keep it and let the fit crash later."""
+    from tests.helpers import mnist_subset, save_png_folder
+
+    x, y = mnist_subset(mnist, [4, 9], 4)
+    root = save_png_folder(tmp_path / "trunc", x, [f"c{v}" for v in y])
+    rng = np.random.default_rng(0)
+    bad = root / "c4" / "truncated.jpg"
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(bad, quality=95)
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    with pytest.raises(DataError):
+        load_rgb(str(bad), 16)  # really unreadable
+
+    ds = load_path(root)
+    assert str(bad) not in ds.inputs
+    assert ds.counts["skipped_images"] == 1
+    with pytest.raises(DataError, match="truncated.jpg"):
+        load_path(root, strict=True)
+
+
+def test_16_bit_grayscale_png_is_scaled_not_clipped(tmp_path):
+    """A 16-bit PNG (mode I;16, values 0..65535) must map to 0..255, not saturate to white."""
+    a = np.tile(np.linspace(0, 65535, 16).astype(np.uint16), (16, 1))
+    p = tmp_path / "deep.png"
+    Image.fromarray(a).save(p)
+    with Image.open(p) as im:
+        assert im.mode.startswith("I")
+    out = load_rgb(str(p), 16)[..., 0].astype(int)
+    np.testing.assert_allclose(out[0], a[0] / 257.0, atol=3)

@@ -35,7 +35,7 @@ def test_text_table_formats(tmp_path, mail_df, fmt):
                 f.write(json.dumps(r) + "\n")
     ds = load_path(p, Columns(text="subject", label="label", id="id"))
     assert ds.modality == "text" and len(ds) == 30
-    assert ds.inputs == [str(s) for s in mail_df["subject"]]
+    assert ds.inputs == ["" if s is None else str(s) for s in mail_df["subject"]]
     assert list(ds.y) == list(mail_df["label"])
     assert ds.ids == list(mail_df["id"])
 
@@ -160,3 +160,15 @@ def test_from_arrays_detects_modality(tmp_path, digits):
         from_arrays(["a", "b"], [1, 2, 3])
     with pytest.raises(DataError, match="numpy image array"):
         from_arrays(np.zeros((5, 3)))
+
+
+def test_non_utf8_bytes_in_jsonl_and_gzipped_csv(tmp_path):
+    p = tmp_path / "m.jsonl"
+    p.write_bytes(b'{"text": "caf\xe9 cr\xe8me", "label": "a"}\n{"text": "fine", "label": "b"}\n')
+    ds = load_path(p)
+    assert ds.inputs == ["caf\ufffd cr\ufffdme", "fine"] and ds.counts["replaced_utf8"] == 1
+    p = tmp_path / "m.csv.gz"
+    with gzip.open(p, "wb") as f:
+        f.write(b"text,label\n\xff\xfe odd,a\nfine,b\nalso fine,b\n")
+    ds = load_path(p)
+    assert ds.counts["replaced_utf8"] == 1 and ds.inputs[1:] == ["fine", "also fine"]

@@ -3,6 +3,7 @@ class weights."""
 from __future__ import annotations
 
 import copy
+import importlib
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ def _bn_buffers(module, names):
 def test_freeze_keeps_bottom_groups_and_trains_the_rest(digits_train):
     K = 3
     cfg = FitConfig(backbone="packaged:efficientnet_lite0", strategy="fine-tune", image_size=32, epochs=1,
-                    batch_size=32, lr=5e-3, freeze=K, seed=0)
+                    batch_size=32, lr=5e-3, freeze=K, seed=0, min_steps=0)
     r = fit(cfg, train=digits_train, save=False, progress=False)
     reference = create_backbone("packaged:efficientnet_lite0", image_size=32)
     groups = reference.layer_groups()
@@ -75,8 +76,8 @@ def test_layer_wise_lr_decreases_going_down():
 
 def test_layer_decay_one_means_equal_lrs():
     model = TransferModel(create_backbone("scratch:cnn", seed=0), 2)
-    lrs = {g["lr"] for g in param_groups(model, TrainSettings(lr=3e-4, layer_decay=1.0))}
-    assert lrs == {pytest.approx(3e-4)}
+    lrs = [g["lr"] for g in param_groups(model, TrainSettings(lr=3e-4, layer_decay=1.0))]
+    assert len(lrs) == 5 and lrs == pytest.approx([3e-4] * 5)
 
 
 def _cnn_inputs(digits, n=60):
@@ -130,7 +131,7 @@ def test_gradient_accumulation_and_clipping_run(digits):
 
 def test_lp_ft_records_probe_and_keeps_bn_statistics(digits_train):
     cfg = FitConfig(backbone="packaged:efficientnet_lite0", strategy="lp-ft", image_size=32, epochs=1,
-                    batch_size=32, lr=1e-3, seed=0)
+                    batch_size=32, lr=1e-3, seed=0, min_steps=0, probe_grid=[0.1, 1.0])
     r = fit(cfg, train=digits_train, save=False, progress=False)
     probe = r.details["probe"]
     assert probe["chosen_C"] in cfg.probe_grid
@@ -161,7 +162,8 @@ def test_class_weights_reach_the_training(monkeypatch, digits):
         return real(ctx)
 
     monkeypatch.setitem(STRATEGIES._items, "fine-tune", spy)
-    cfg = FitConfig(backbone="scratch:cnn", strategy="fine-tune", image_size=16, epochs=1, class_weights=True)
+    cfg = FitConfig(backbone="scratch:cnn", strategy="fine-tune", image_size=16, epochs=1, class_weights=True,
+                    min_steps=0)
     r = fit(cfg, train=ds, save=False, progress=False)
     counts = np.bincount(seen["y"], minlength=3)
     np.testing.assert_allclose(seen["cw"], len(seen["y"]) / (3 * counts))
@@ -173,7 +175,7 @@ def test_class_weights_reach_the_training(monkeypatch, digits):
     # and with the linear probe: a balanced logistic regression
     from sklearn.linear_model import LogisticRegression
 
-    from transferkit.strategies import linear_probe
+    linear_probe = importlib.import_module("transferkit.strategies.linear_probe")  # the package shadows the name
 
     weights_used = []
 
@@ -183,10 +185,30 @@ def test_class_weights_reach_the_training(monkeypatch, digits):
             return super().fit(X, y, sample_weight)
 
     monkeypatch.setattr(linear_probe, "LogisticRegression", SpyLR)
-    cfg = FitConfig(backbone="scratch:cnn", strategy="linear-probe", image_size=16, class_weights=True)
+    cfg = FitConfig(backbone="scratch:cnn", strategy="linear-probe", image_size=16, class_weights=True,
+                    probe_grid=[1.0])
     fit(cfg, train=ds, save=False, progress=False)
     assert weights_used and set(weights_used) == {"balanced"}
     weights_used.clear()
-    fit(FitConfig(backbone="scratch:cnn", strategy="linear-probe", image_size=16), train=ds, save=False,
-        progress=False)
+    fit(FitConfig(backbone="scratch:cnn", strategy="linear-probe", image_size=16, probe_grid=[1.0]), train=ds,
+        save=False, progress=False)
     assert weights_used and set(weights_used) == {None}
+
+
+def test_text_fine_tune_with_frozen_embeddings(spam_records):
+    """Fine-tuning a text backbone (scratch:transformer, real e-mail subjects) with its embedding group frozen."""
+    texts = [f"{r['subject']}\n{r['body'][:200]}" for r in spam_records[:90]]
+    labels = [r["label"] for r in spam_records[:90]]
+    cfg = FitConfig(backbone="scratch:transformer", strategy="fine-tune", max_length=32, epochs=2, min_steps=0,
+                    batch_size=16, lr=1e-3, freeze=1, seed=0)
+    r = fit(cfg, train=from_arrays(texts, labels), save=False, progress=False)
+    reference = create_backbone("scratch:transformer", max_length=32, seed=0)
+    before, after = dict(reference.named_parameters()), dict(r.model.backbone.named_parameters())
+    groups = reference.layer_groups()
+    assert {n.split(".")[0] for n in groups[0]} == {"embed", "pos_embed"}
+    for n in groups[0]:
+        assert torch.equal(before[n], after[n]), n
+    for g in groups[1:]:
+        assert any(not torch.equal(before[n], after[n]) for n in g)
+    assert r.labels["classes"] == ["ham", "spam"]
+    assert 0.0 <= r.metrics["macro_f1"] <= 1.0 and r.metrics["n"] > 0

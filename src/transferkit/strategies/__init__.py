@@ -6,14 +6,14 @@ from collections.abc import Callable
 from ..registry import Registry
 from .base import FitContext, StrategyResult
 from .feature_cache import FeatureCache
-from .finetune import fine_tune, lp_ft
-from .linear_probe import linear_probe
+from .finetune import fit_fine_tune, fit_lp_ft
+from .linear_probe import fit_linear_probe
 
 STRATEGIES: Registry[Callable[[FitContext], StrategyResult]] = Registry("strategy", " See `transferkit info`.")
 STRATEGIES.register("linear-probe", "frozen backbone, cached features, logistic/ridge head tuned on validation")(
-    linear_probe)
+    fit_linear_probe)
 STRATEGIES.register("fine-tune", "train all layers (or all but the bottom --freeze K groups), LLRD, early stop")(
-    fine_tune)
-STRATEGIES.register("lp-ft", "linear probe first, then fine-tune from that head (Kumar et al., 2022)")(lp_ft)
+    fit_fine_tune)
+STRATEGIES.register("lp-ft", "linear probe first, then fine-tune from that head (Kumar et al., 2022)")(fit_lp_ft)
 
 __all__ = ["STRATEGIES", "FitContext", "StrategyResult", "FeatureCache"]

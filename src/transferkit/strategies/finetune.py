@@ -8,14 +8,14 @@ from .base import FitContext, StrategyResult
 from .linear_probe import probe_head
 
 
-def fine_tune(ctx: FitContext) -> StrategyResult:
+def fit_fine_tune(ctx: FitContext) -> StrategyResult:
     model = TransferModel(ctx.backbone, ctx.n_out, ctx.config.head)
     hist = train_model(model, ctx.train, ctx.y_train, ctx.val, ctx.y_val, ctx.train_settings(),
                        ctx.log_dir, ctx.progress)
     return StrategyResult(model, hist, {"best_epoch": hist.best_epoch, "stopped_early": hist.stopped_early})
 
 
-def lp_ft(ctx: FitContext) -> StrategyResult:
+def fit_lp_ft(ctx: FitContext) -> StrategyResult:
     """Linear probe first; then fine-tune everything starting from that head.
 
     BatchNorm statistics stay frozen during the fine-tune stage, so the features the probe was fitted

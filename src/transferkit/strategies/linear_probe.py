@@ -90,7 +90,7 @@ def probe_head(ctx: FitContext, model: TransferModel) -> dict:
     return report
 
 
-def linear_probe(ctx: FitContext) -> StrategyResult:
+def fit_linear_probe(ctx: FitContext) -> StrategyResult:
     model = TransferModel(ctx.backbone, ctx.n_out, "linear")
     for p in model.backbone.parameters():
         p.requires_grad_(False)
