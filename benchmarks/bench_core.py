@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,44 @@ from transferkit.strategies import FeatureCache  # noqa: E402
 
 T_START = time.perf_counter()
 EFF, MINILM = "packaged:efficientnet_lite0", "packaged:minilm-l6"
+
+# ---- timing hooks (benchmark-side wrappers around module globals; src/ is not modified) -------------------
+import importlib  # noqa: E402
+
+_pl = importlib.import_module("transferkit.pipeline")
+_lp = importlib.import_module("transferkit.strategies.linear_probe")  # the package re-exports a function of that name
+
+BASE: dict = {}  # extra FitConfig fields (only --quick sets one: a 1-value probe grid)
+TIMES: dict[str, float] = {}
+PROBE_FITS: list[dict] = []
+
+
+def _timed(name: str, fn):
+    def wrapper(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            TIMES[name] = TIMES.get(name, 0.0) + time.perf_counter() - t0
+    return wrapper
+
+
+_pl.create_backbone = _timed("backbone_load", _pl.create_backbone)
+_pl.evaluate_model = _timed("evaluate_val_test", _pl.evaluate_model)
+
+
+class _TimedLogReg(_lp.LogisticRegression):
+    """Records seconds and iterations of every logistic-regression fit of the probe's C grid."""
+
+    def fit(self, X, y, sample_weight=None):
+        t0 = time.perf_counter()
+        out = super().fit(X, y, sample_weight)
+        PROBE_FITS.append({"C": self.C, "seconds": time.perf_counter() - t0, "n_iter": int(np.max(self.n_iter_)),
+                           "n": int(X.shape[0]), "d": int(X.shape[1])})
+        return out
+
+
+_lp.LogisticRegression = _TimedLogReg
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -100,6 +139,8 @@ def stratified_pick(y: np.ndarray, sizes: list[int], seed: int = 0) -> list[np.n
 
 def timed_fit(cfg: FitConfig, train: Dataset, cache_dir: Path, val: Dataset | None = None,
               test: Dataset | None = None) -> dict:
+    TIMES.clear()
+    PROBE_FITS.clear()
     t0 = time.perf_counter()
     r = fit(cfg, train=train, val=val, test=test, save=False, progress=False, cache=FeatureCache(cache_dir))
     wall = time.perf_counter() - t0
@@ -112,8 +153,10 @@ def timed_fit(cfg: FitConfig, train: Dataset, cache_dir: Path, val: Dataset | No
     for k in ("extract_seconds", "probe_seconds", "cache_hits", "cache_misses", "chosen_C"):
         if k in probe:
             rec[k] = probe[k]
-    # the rest: backbone creation, splitting, label encoding and evaluation of the val and test parts
-    rec["other_s"] = wall - (rec["preprocess_s"] or 0) - (rec["strategy_s"] or 0)
+    rec["backbone_load_s"] = TIMES.get("backbone_load", 0.0)
+    rec["evaluate_s"] = TIMES.get("evaluate_val_test", 0.0)  # forward passes over val and test after fitting
+    rec["other_s"] = wall - sum(rec[k] or 0 for k in ("preprocess_s", "strategy_s", "backbone_load_s", "evaluate_s"))
+    rec["probe_fits"] = list(PROBE_FITS)
     return rec
 
 
@@ -158,7 +201,7 @@ def bench_digits(args, res: dict, tmp: Path) -> None:
         for backbone, strategy in ((EFF, "linear-probe"), (EFF, "lp-ft"), (EFF, "fine-tune"),
                                    ("scratch:cnn", "fine-tune")):
             cfg = FitConfig(backbone=backbone, strategy=strategy, image_size=size, epochs=args.epochs, seed=0,
-                            num_threads=args.threads)
+                            num_threads=args.threads, **BASE)
             cache_dir = tmp / f"digits-{size}-{strategy}-{backbone.split(':')[1]}"  # cold cache per fit
             rec = timed_fit(cfg, ds, cache_dir)
             rec["cache_dir"] = str(cache_dir)
@@ -168,25 +211,34 @@ def bench_digits(args, res: dict, tmp: Path) -> None:
 
 
 # -------------------------------------------------------------------------------------- 2. spam fits
+def spam_probe_data(args, spam: Dataset) -> Dataset:
+    if args.quick:  # the file is grouped (ham first): take a stratified sample
+        return spam.subset(stratified_pick(spam.y, [400], seed=0)[0])
+    return spam
+
+
 def bench_spam(args, res: dict, tmp: Path, spam: Dataset) -> None:
-    full = spam.subset(np.arange(400)) if args.quick else spam
-    cfg = FitConfig(backbone=MINILM, strategy="linear-probe", max_length=128, seed=0, num_threads=args.threads)
+    full = spam_probe_data(args, spam)
+    cfg = FitConfig(backbone=MINILM, strategy="linear-probe", max_length=128, seed=0, num_threads=args.threads, **BASE)
     lp = timed_fit(cfg, full, tmp / "spam-lp")
     lp["cache_dir"] = str(tmp / "spam-lp")
     say(f"spam linear probe (n={len(full)}): macro-F1 {lp['macro_f1']:.4f}, {lp['wall_s']:.1f} s")
+    res["spam"] = {"n": len(full), "linear_probe": lp}
+    if args.ft_train <= 0:
+        return
     tr, va, te = stratified_pick(spam.y, [args.ft_train, args.ft_val, args.ft_test], seed=0)
+    extra = {"min_steps": 0} if "min_steps" in {f.name for f in fields(FitConfig)} else {}  # exactly 1 pass
     cfg = FitConfig(backbone=MINILM, strategy="fine-tune", max_length=128, epochs=1, batch_size=16,
-                    lr=args.ft_lr, seed=0, num_threads=args.threads)
+                    lr=args.ft_lr, seed=0, num_threads=args.threads, **extra, **BASE)
     ft = timed_fit(cfg, spam.subset(tr), tmp / "spam-ft", val=spam.subset(va), test=spam.subset(te))
     ft["train_examples_per_s"] = len(tr) / max(ft["strategy_s"], 1e-9)  # includes one validation pass
     say(f"spam fine-tune ({len(tr)}/{len(va)}/{len(te)}): macro-F1 {ft['macro_f1']:.4f}, {ft['wall_s']:.1f} s")
-    res["spam"] = {"n": len(full), "linear_probe": lp, "fine_tune": ft}
+    res["spam"]["fine_tune"] = ft
 
 
 # -------------------------------------------------------------------------------- 3. throughput
 def _bare(backbone, batches) -> float:
     """Seconds for a bare inference-mode forward over pre-built batches."""
-    backbone.eval()
     with torch.inference_mode():
         t0 = time.perf_counter()
         for b in batches:
@@ -195,6 +247,7 @@ def _bare(backbone, batches) -> float:
 
 
 def _pipeline(backbone, ds: Dataset, bs: int) -> tuple[float, float, np.ndarray]:
+    """(seconds building Inputs from the raw data, seconds in extract_features, features)."""
     t0 = time.perf_counter()
     inputs = Inputs(ds, backbone)
     t1 = time.perf_counter()
@@ -203,11 +256,55 @@ def _pipeline(backbone, ds: Dataset, bs: int) -> tuple[float, float, np.ndarray]
 
 
 def _assembly(inputs: Inputs, bs: int) -> float:
-    """Seconds the pipeline spends building batches (index, normalise / pad) without any forward."""
+    """Seconds the pipeline spends building batches (index + normalise, or pad) without any forward."""
     t0 = time.perf_counter()
     for idx in inputs.order(bs, shuffle=False):
         inputs.batch(idx)
     return time.perf_counter() - t0
+
+
+def _alternate(bb, chunks: list[dict], bs: int, rounds: int, label: str) -> dict:
+    """For each round and each chunk of the data: pipeline, then the bare loop(s) on the same chunk, so that
+    every path sees the same machine load (the machine is shared). Returns per-round totals."""
+    names = ["inputs", "pipeline"] + [k for k in chunks[0] if k.startswith("bare")]
+    per_round = []
+    for r in range(rounds):
+        tot = dict.fromkeys(names, 0.0)
+        for ch in chunks:
+            t_in, t_ex, feats = _pipeline(bb, ch["ds"], bs)
+            tot["inputs"] += t_in
+            tot["pipeline"] += t_ex
+            ch["feats"] = feats
+            for k in names[2:]:
+                tot[k] += _bare(bb, ch[k])
+        per_round.append(tot)
+        n = sum(len(ch["ds"]) for ch in chunks)
+        say(f"{label} round {r + 1}/{rounds}: " + ", ".join(
+            f"{k} {n / v:.1f}/s" for k, v in tot.items() if k != "inputs") + f" (Inputs {tot['inputs']:.2f} s)")
+    return {k: [t[k] for t in per_round] for k in names}
+
+
+def _summary(t: dict, n: int) -> dict:
+    """Best round of each path (least disturbed by other jobs) and the ratios."""
+    best = {k: min(v) for k, v in t.items()}
+    out = {"rounds_s": t, "n": n}
+    out["pipeline_per_s"] = n / best["pipeline"]
+    out["pipeline_with_inputs_per_s"] = n / min(a + b for a, b in zip(t["inputs"], t["pipeline"]))
+    for k in t:
+        if k.startswith("bare"):
+            out[f"{k}_per_s"] = n / best[k]
+            out[f"ratio_{k}"] = out["pipeline_per_s"] / out[f"{k}_per_s"]
+            out[f"ratio_with_inputs_{k}"] = out["pipeline_with_inputs_per_s"] / out[f"{k}_per_s"]
+            out[f"ratio_{k}_per_round"] = [b / p for p, b in zip(t["pipeline"], t[k])]
+    return out
+
+
+def _overhead_estimate(out: dict, bare: str) -> None:
+    """The pipeline does the bare forward plus batch assembly (and Inputs construction): the ratio those
+    measured costs imply, which machine load cannot inflate or deflate the way it does the timed rounds."""
+    tb = out["n"] / out[f"{bare}_per_s"]
+    out["ratio_from_overhead"] = tb / (tb + out["assembly_s"])
+    out["ratio_with_inputs_from_overhead"] = tb / (tb + out["assembly_s"] + min(out["rounds_s"]["inputs"]))
 
 
 def bench_throughput_image(args, res: dict) -> None:
@@ -216,112 +313,86 @@ def bench_throughput_image(args, res: dict) -> None:
     if args.quick:
         ds = ds.subset(np.arange(256))
     bb = create_backbone(EFF, image_size=size).eval()
-    inputs = Inputs(ds, bb)
-    x = inputs.batch(np.arange(len(ds)))  # the pipeline's own preprocessing, built once (channels_last float)
-    batches = [x[s:s + bs] for s in range(0, len(ds), bs)]
+    chunks = []
+    for part in np.array_split(np.arange(len(ds)), args.chunks):
+        cds = ds.subset(part)
+        x = Inputs(cds, bb).batch(np.arange(len(cds)))  # the pipeline's preprocessing, done beforehand
+        chunks.append({"ds": cds, "bare": [x[s:s + bs] for s in range(0, len(cds), bs)]})
     with torch.inference_mode():  # warm-up both paths
-        bb(batches[0])
+        bb(chunks[0]["bare"][0])
     extract_features(bb, Inputs(ds.subset(np.arange(bs)), bb), bs, progress=False)
-    pipe, pipe_in, bare = [], [], []
-    feats = None
-    for rep in range(args.reps):  # alternate, so both paths see the same machine load
-        t_in, t_ex, feats = _pipeline(bb, ds, bs)
-        pipe.append(t_ex)
-        pipe_in.append(t_in + t_ex)
-        bare.append(_bare(bb, batches))
-        say(f"image throughput rep {rep + 1}/{args.reps}: pipeline {len(ds) / t_ex:.1f}/s "
-            f"(+Inputs {len(ds) / (t_in + t_ex):.1f}/s), bare {len(ds) / bare[-1]:.1f}/s")
+    t = _alternate(bb, chunks, bs, args.reps, "image throughput")
+    out = {"model": EFF, "image_size": size, "batch_size": bs, "threads": torch.get_num_threads(),
+           "chunks": args.chunks, **_summary(t, len(ds))}
+    out["assembly_s"] = sum(_assembly(Inputs(ch["ds"], bb), bs) for ch in chunks)
     with torch.inference_mode():
-        ref = torch.cat([bb(b) for b in batches[:2]]).numpy()
-    n = len(ds)
-    res["throughput_image"] = {
-        "model": EFF, "image_size": size, "batch_size": bs, "n": n, "threads": torch.get_num_threads(),
-        "pipeline_s": pipe, "pipeline_with_inputs_s": pipe_in, "bare_s": bare,
-        "pipeline_per_s": n / min(pipe), "pipeline_with_inputs_per_s": n / min(pipe_in), "bare_per_s": n / min(bare),
-        "ratio": min(bare) / min(pipe), "ratio_with_inputs": min(bare) / min(pipe_in),
-        "ratio_median": float(np.median(bare) / np.median(pipe)),
-        "assembly_s": _assembly(inputs, bs), "max_abs_diff": float(np.abs(feats[:len(ref)] - ref).max()),
-    }
+        ref = bb(chunks[0]["bare"][0]).numpy()
+    out["max_abs_diff"] = float(np.abs(chunks[0]["feats"][:len(ref)] - ref).max())
+    _overhead_estimate(out, "bare")
+    res["throughput_image"] = out
 
 
 def bench_throughput_text(args, res: dict, spam: Dataset) -> None:
     bs, ml = 32, 128
     idx = np.sort(np.random.default_rng(0).choice(len(spam), min(args.tp_texts, len(spam)), replace=False))
     ds = spam.subset(idx)
-    texts = list(ds.inputs)
     bb = create_backbone(MINILM, max_length=ml).eval()
     tok = bb.preprocess.tokenizer
 
-    def enc(chunk, padding):
-        e = tok(chunk, padding=padding, truncation=True, max_length=ml, return_tensors="pt")
+    def enc(texts, padding):
+        e = tok(texts, padding=padding, truncation=True, max_length=ml, return_tensors="pt")
         return {"input_ids": e["input_ids"], "attention_mask": e["attention_mask"]}
 
-    inputs = Inputs(ds, bb)
-    order = inputs.order(bs, shuffle=False)  # the pipeline's length-sorted order
-    sorted_batches = [enc([texts[i] for i in b], True) for b in order]
-    naive_batches = [enc(texts[s:s + bs], "max_length") for s in range(0, len(texts), bs)]
+    chunks, lens = [], []
+    for part in np.array_split(np.arange(len(ds)), args.chunks):
+        cds = ds.subset(part)
+        inputs = Inputs(cds, bb)
+        lens.append(inputs.lengths())
+        texts = list(cds.inputs)
+        chunks.append({"ds": cds, "order": inputs.order(bs, shuffle=False),
+                       # same length-sorted batches as the pipeline, padded to the longest in the batch
+                       "bare_sorted": [enc([texts[i] for i in b], True) for b in inputs.order(bs, shuffle=False)],
+                       # what a user would write: dataset order, every batch padded to max_length
+                       "bare_naive": [enc(texts[s:s + bs], "max_length") for s in range(0, len(texts), bs)]})
     with torch.inference_mode():  # warm-up
-        bb(sorted_batches[-1])
-    t_in, t_ex, feats = _pipeline(bb, ds, bs)
-    say(f"text pipeline: {len(ds) / t_ex:.1f}/s (tokenise {t_in:.1f} s)")
-    t_bare = _bare(bb, sorted_batches)
-    say(f"text bare, same sorted batches: {len(ds) / t_bare:.1f}/s")
-    pipe, pipe_in, bare = [t_ex], [t_in + t_ex], [t_bare]
-    for rep in range(1, args.text_reps):
-        t_in, t_ex, feats = _pipeline(bb, ds, bs)
-        pipe.append(t_ex)
-        pipe_in.append(t_in + t_ex)
-        bare.append(_bare(bb, sorted_batches))
-        say(f"text rep {rep + 1}: pipeline {len(ds) / t_ex:.1f}/s, bare {len(ds) / bare[-1]:.1f}/s")
-    t_naive = _bare(bb, naive_batches)
-    say(f"text bare, padded to {ml} in dataset order: {len(ds) / t_naive:.1f}/s")
-    lens = inputs.lengths()
+        bb(chunks[0]["bare_sorted"][-1])
+    t = _alternate(bb, chunks, bs, args.text_reps, "text throughput")
+    lens = np.concatenate(lens)
+    out = {"model": MINILM, "max_length": ml, "batch_size": bs, "threads": torch.get_num_threads(),
+           "chunks": args.chunks, "mean_tokens": float(lens.mean()), "share_truncated": float((lens >= ml).mean()),
+           **_summary(t, len(ds))}
+    out["assembly_s"] = sum(_assembly(Inputs(ch["ds"], bb), bs) for ch in chunks)
     with torch.inference_mode():
-        ref = bb(sorted_batches[0]).numpy()
-    n = len(ds)
-    res["throughput_text"] = {
-        "model": MINILM, "max_length": ml, "batch_size": bs, "n": n, "threads": torch.get_num_threads(),
-        "mean_tokens": float(lens.mean()), "share_truncated": float((lens >= ml).mean()),
-        "pipeline_s": pipe, "pipeline_with_inputs_s": pipe_in, "bare_sorted_s": bare, "bare_naive_s": t_naive,
-        "pipeline_per_s": n / min(pipe), "pipeline_with_inputs_per_s": n / min(pipe_in),
-        "bare_sorted_per_s": n / min(bare), "bare_naive_per_s": n / t_naive,
-        "ratio": min(bare) / min(pipe), "ratio_with_inputs": min(bare) / min(pipe_in),
-        "ratio_vs_naive": t_naive / min(pipe), "ratio_with_inputs_vs_naive": t_naive / min(pipe_in),
-        "tokenise_s": pipe_in[0] - pipe[0], "assembly_s": _assembly(inputs, bs),
-        "max_abs_diff": float(np.abs(feats[order[0]] - ref).max()),
-    }
+        ref = bb(chunks[0]["bare_sorted"][0]).numpy()
+    out["max_abs_diff"] = float(np.abs(chunks[0]["feats"][chunks[0]["order"][0]] - ref).max())
+    _overhead_estimate(out, "bare_sorted")
+    res["throughput_text"] = out
 
 
 # ---------------------------------------------------------------------------------- 4. cached probe
 def bench_cached(args, res: dict, spam: Dataset) -> None:
     out = {}
-    t0 = time.perf_counter()
-    create_backbone(EFF, image_size=128)
-    t_eff = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    create_backbone(MINILM, max_length=128)
-    t_lm = time.perf_counter() - t0
     digits = digits_dataset().subset(np.arange(300)) if args.quick else digits_dataset()
-    first = next((r for r in res.get("digits", {}).get("runs", [])
-                  if r["strategy"] == "linear-probe" and r["image_size"] == 128), None)
     cfg = FitConfig(backbone=EFF, strategy="linear-probe", image_size=128, epochs=args.epochs, seed=0,
-                    num_threads=args.threads)
-    if first is None:
-        first = timed_fit(cfg, digits, Path(args.tmp) / "cached-digits")
-        first["cache_dir"] = str(Path(args.tmp) / "cached-digits")
-    second = timed_fit(cfg, digits, Path(first["cache_dir"]))
+                    num_threads=args.threads, **BASE)
+    first = timed_fit(cfg, digits, Path(args.tmp) / "cached-digits")  # empty cache directory
+    second = timed_fit(cfg, digits, Path(args.tmp) / "cached-digits")  # right after, same directory
     say(f"cached probe digits: first {first['wall_s']:.1f} s, second {second['wall_s']:.1f} s")
-    out["digits_128px"] = {"first": first, "second": second, "create_backbone_s": t_eff}
-    if "spam" in res:
-        first = res["spam"]["linear_probe"]
-        full = spam.subset(np.arange(first["sizes"]["train"] + first["sizes"]["val"] + first["sizes"]["test"]))
-        cfg = FitConfig(backbone=MINILM, strategy="linear-probe", max_length=128, seed=0, num_threads=args.threads)
-        second = timed_fit(cfg, full, Path(first["cache_dir"]))
+    out["digits 128 px, efficientnet_lite0"] = {"first": first, "second": second}
+    if "spam" in res and args.cached_spam:
+        first = res["spam"]["linear_probe"]  # section 2's full-data probe (its own empty cache directory)
+        cfg = FitConfig(backbone=MINILM, strategy="linear-probe", max_length=128, seed=0, num_threads=args.threads, **BASE)
+        second = timed_fit(cfg, spam_probe_data(args, spam), Path(first["cache_dir"]))
         say(f"cached probe spam: first {first['wall_s']:.1f} s, second {second['wall_s']:.1f} s")
-        out["spam_full"] = {"first": first, "second": second, "create_backbone_s": t_lm}
+        out[f"spam {res['spam']['n']:,} e-mails, minilm-l6"] = {"first": first, "second": second}
     for v in out.values():
-        v["speedup"] = v["first"]["wall_s"] / v["second"]["wall_s"]
-        v["strategy_speedup"] = v["first"]["strategy_s"] / v["second"]["strategy_s"]
+        a, b = v["first"], v["second"]
+        v["speedup"] = a["wall_s"] / b["wall_s"]
+        v["strategy_speedup"] = a["strategy_s"] / b["strategy_s"]
+        # what a fit would cost if it did only what the cache makes unnecessary to repeat: everything except
+        # the feature extraction (i.e. the achievable floor of the second fit as fit() is structured today)
+        v["extraction_share_first"] = a["extract_seconds"] / a["wall_s"]
+        v["first_without_extraction_s"] = a["wall_s"] - a["extract_seconds"]
     res["cached"] = out
 
 
@@ -334,20 +405,28 @@ def s(v: float) -> str:
     return f"{v:.1f}"
 
 
+def grid_note(rec: dict) -> str:
+    fits = rec.get("probe_fits") or []
+    if not fits:
+        return ""
+    return ", ".join(f"C={f['C']:g}: {f['seconds']:.1f} s/{f['n_iter']} it" for f in fits)
+
+
 def render(res: dict, args) -> str:
     m = res["machine"]
     L = ["## Core (issue 3)", "",
          f"Command: `cd /work/main && HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_core.py` "
-         f"(run {m['date']}, {m['total_s'] / 60:.1f} min in all).",
-         f"Machine: {m['cores']} CPU cores ({m['cpu']}), no GPU, torch {m['torch']} with "
-         f"{m['torch_threads']} intra-op threads for every measurement, Python {m['python']}. "
-         f"The machine was shared with other jobs during the run (load average 1/5/15 min: {m['load_start']} at the "
-         f"start, {m['load_end']} at the end), so absolute times are noisy and slower than on an idle machine; "
-         "the ratios compare paths measured in the same process, alternating, at the same thread count.",
+         f"(run {m['date']}; {m['total_s'] / 60:.1f} min in all).", "",
+         f"Machine: {m['cores']} CPU cores ({m['cpu']}), no GPU; torch {m['torch']} with "
+         f"{m['torch_threads']} intra-op threads for every measurement (`torch.get_num_threads()` checked after "
+         f"each step), Python {m['python']}. The machine was shared with other jobs during the run (load average "
+         f"1/5/15 min: {m['load_start']} at the start, {m['load_end']} at the end, on 2 cores), so absolute times "
+         "are slower and noisier than on an idle machine; each ratio compares paths measured in the same process, "
+         "alternated chunk by chunk, at the same thread count.", "",
          "Raw numbers: `benchmarks/out/core.json`. Test macro-F1 is on the held-out test part (stratified "
-         "70/15/15 split, seed 0, unless stated); wall time is the whole `fit(...)` call (backbone creation, "
-         "preprocessing, training or feature extraction, evaluation of validation and test parts), `save=False`, "
-         "each with a fresh `FeatureCache` directory.", ""]
+         "70/15/15 split, seed 0, unless stated). Wall time is the whole `fit(...)` call with `save=False, "
+         "progress=False` (backbone creation, preprocessing, the strategy, and the forward passes that evaluate the "
+         "validation and test parts), each with a fresh `FeatureCache` directory unless stated.", ""]
     if "digits" in res:
         d = res["digits"]
         r0 = d["runs"][0]["sizes"]
@@ -355,80 +434,102 @@ def render(res: dict, args) -> str:
               f"`fit(FitConfig(backbone=..., strategy=..., image_size=..., epochs={args.epochs}, seed=0), "
               f"train=from_arrays(digits.images, digits.target), save=False, progress=False, "
               f"cache=FeatureCache(tmp))`; split train {r0['train']} / val {r0['val']} / test {r0['test']}; "
-              "other settings default (batch 32, lr 1e-3, layer decay 0.85).", ""]
-        L += table(["backbone", "strategy", "image size", "test macro-F1", "wall time (s)"],
-                   [[r["backbone"], r["strategy"], r["image_size"], f1(r["macro_f1"]), s(r["wall_s"])]
+              "other settings default (batch 32, lr 1e-3, layer decay 0.85, patience 3, min_steps 100, which "
+              "3 epochs x 40 batches already exceed; lp-ft fine-tunes at lr/10). The extraction and training "
+              "columns are wall time too, so they carry the machine's load at that moment.",
+              ""]
+        L += table(["backbone", "strategy", "image size", "test macro-F1", "wall time (s)",
+                    "of which: extraction / LR grid / training / eval forwards (s)"],
+                   [[r["backbone"], r["strategy"], r["image_size"], f1(r["macro_f1"]), s(r["wall_s"]),
+                     " / ".join(s(x) if x is not None else "-" for x in (
+                         r.get("extract_seconds"), r.get("probe_seconds"),
+                         (r["strategy_s"] - (r.get("extract_seconds") or 0) - (r.get("probe_seconds") or 0))
+                         if r["strategy"] != "linear-probe" else None, r["evaluate_s"]))]
                     for r in d["runs"]])
         L.append("")
     if "spam" in res:
-        lp, ft = res["spam"]["linear_probe"], res["spam"]["fine_tune"]
+        lp, ft = res["spam"]["linear_probe"], res["spam"].get("fine_tune")
         L += ["### 2. SpamAssassin (text = subject + newline + body, label spam/ham)", ""]
+        rows = [[MINILM, "linear-probe", f"all {res['spam']['n']:,} e-mails, split "
+                 f"{lp['sizes']['train']} / {lp['sizes']['val']} / {lp['sizes']['test']}",
+                 "max_length 128, C chosen on val", f1(lp["macro_f1"]), s(lp["wall_s"])]]
+        if ft:
+            rows.append([MINILM, "fine-tune", f"stratified subset {ft['sizes']['train']} / {ft['sizes']['val']} / "
+                         f"{ft['sizes']['test']} (disjoint, seed 0)",
+                         f"max_length 128, 1 epoch (min_steps 0), batch 16, lr {ft['lr']:g}", f1(ft["macro_f1"]), s(ft["wall_s"])])
         L += table(["backbone", "strategy", "data (train / val / test)", "settings", "test macro-F1",
-                    "wall time (s)"],
-                   [[MINILM, "linear-probe", f"full {res['spam']['n']:,} e-mails, split "
-                     f"{lp['sizes']['train']} / {lp['sizes']['val']} / {lp['sizes']['test']}",
-                     "max_length 128, C chosen on val", f1(lp["macro_f1"]), s(lp["wall_s"])],
-                    [MINILM, "fine-tune", f"stratified subset {ft['sizes']['train']} / {ft['sizes']['val']} / "
-                     f"{ft['sizes']['test']} (disjoint, seed 0)",
-                     f"max_length 128, 1 epoch, batch 16, lr {ft['lr']:g}", f1(ft["macro_f1"]), s(ft["wall_s"])]])
-        L += ["", f"Linear probe breakdown: tokenising all parts {s(lp['preprocess_s'])} s, feature extraction of "
-              f"train + val {s(lp['extract_seconds'])} s, logistic-regression grid {s(lp['probe_seconds'])} s, "
-              f"rest (backbone load + forward passes over val and test for evaluation) {s(lp['other_s'])} s. "
-              f"The fine-tune trained at {ft['train_examples_per_s']:.1f} examples/s (training epoch + one "
-              "validation pass). The fine-tune subset is small so that the run stays within a few minutes on 2 "
-              "cores; its F1 is not comparable to the full-data probe.", ""]
+                    "wall time (s)"], rows)
+        L += ["", f"Linear probe breakdown: backbone load {s(lp['backbone_load_s'])} s, tokenising all parts "
+              f"{s(lp['preprocess_s'])} s, feature extraction of train + val {s(lp['extract_seconds'])} s, "
+              f"logistic-regression grid {s(lp['probe_seconds'])} s, forward passes over val + test for the "
+              f"evaluation {s(lp['evaluate_s'])} s."]
+        if ft:
+            L[-1] += (f" The fine-tune ran at {ft['train_examples_per_s']:.1f} training examples/s (one epoch + one "
+                      "validation pass); its subset is small so that it stays within a few minutes on 2 cores, so "
+                      "its F1 is not comparable with the full-data probe.")
+        L.append("")
     ti, tt = res.get("throughput_image"), res.get("throughput_text")
     if ti or tt:
-        L += ["### 3. Feature-extraction throughput (samples/s, best of the alternated repetitions)", "",
+        L += ["### 3. Feature-extraction throughput (samples/s)", "",
               "Pipeline = `extract_features(backbone, Inputs(ds, backbone), batch_size, progress=False)`; "
-              "\"+ Inputs\" also times building `Inputs` from the raw data (image decode/resize to uint8, or "
-              "tokenisation). Bare = `with torch.inference_mode(): for b in batches: backbone(b)` over batches "
-              "built beforehand (images: the same normalised channels_last tensors; text: the tokenizer's output "
-              "for the pipeline's length-sorted batches, dynamic padding). Naive = the same bare loop with every "
-              "batch padded to max_length in dataset order, what a user would typically write.", ""]
+              "\"+ Inputs\" also counts building `Inputs` from the raw data (decode + resize to the uint8 store, or "
+              "tokenisation). Bare = `with torch.inference_mode(): for b in batches: backbone(b)` over batches built "
+              "beforehand, same model object, batch size and threads (images: the same normalised channels_last "
+              "tensors; text: the tokenizer's output for the pipeline's own length-sorted batches, padded to the "
+              "longest in the batch). Naive = the same bare loop with every batch padded to max_length in dataset "
+              f"order, what a user would typically write. The data are cut into {args.chunks} chunks and, chunk by "
+              "chunk, the pipeline and the bare loop(s) run back to back; the table gives the best round.", ""]
         rows = []
         if ti:
             rows.append([f"{EFF}, 128 px, digits", ti["batch_size"], ti["n"], s(ti["pipeline_per_s"]),
-                         s(ti["pipeline_with_inputs_per_s"]), s(ti["bare_per_s"]), "n/a",
-                         f"{ti['ratio']:.3f}", f"{ti['ratio_with_inputs']:.3f}"])
+                         s(ti["pipeline_with_inputs_per_s"]), s(ti["bare_per_s"]), "-",
+                         f"{ti['ratio_bare']:.1%}", f"{ti['ratio_with_inputs_bare']:.1%}"])
         if tt:
             rows.append([f"{MINILM}, max_length 128, spam", tt["batch_size"], tt["n"], s(tt["pipeline_per_s"]),
                          s(tt["pipeline_with_inputs_per_s"]), s(tt["bare_sorted_per_s"]), s(tt["bare_naive_per_s"]),
-                         f"{tt['ratio']:.3f} (vs naive {tt['ratio_vs_naive']:.3f})",
-                         f"{tt['ratio_with_inputs']:.3f} (vs naive {tt['ratio_with_inputs_vs_naive']:.3f})"])
+                         f"{tt['ratio_bare_sorted']:.1%} (vs naive {tt['ratio_bare_naive']:.1%})",
+                         f"{tt['ratio_with_inputs_bare_sorted']:.1%} (vs naive {tt['ratio_with_inputs_bare_naive']:.1%})"])
         L += table(["model / data", "batch", "n", "pipeline", "pipeline + Inputs", "bare", "bare naive",
                     "pipeline / bare", "(pipeline + Inputs) / bare"], rows)
         L.append("")
         if ti:
-            L.append(f"Images: {args.reps} alternated repetitions; per-repetition seconds pipeline "
-                     f"{[round(v, 2) for v in ti['pipeline_s']]}, bare {[round(v, 2) for v in ti['bare_s']]} "
-                     f"(median ratio {ti['ratio_median']:.3f}). Building all batches without a forward "
-                     f"(index the uint8 store, normalise, channels_last) takes {ti['assembly_s']:.2f} s for "
-                     f"{ti['n']} images; pipeline and bare features agree to {ti['max_abs_diff']:.1e}.")
+            L.append(f"Images: {len(ti['rounds_s']['pipeline'])} rounds; per-round pipeline/bare ratio "
+                     f"{', '.join(f'{v:.1%}' for v in ti['ratio_bare_per_round'])}. Building every batch without "
+                     f"a forward (index the uint8 store, normalise, channels_last) takes {ti['assembly_s']:.2f} s "
+                     f"for {ti['n']} images, Inputs construction {min(ti['rounds_s']['inputs']):.2f} s; pipeline "
+                     f"and bare features agree to {ti['max_abs_diff']:.1e}. Adding those measured costs to the "
+                     f"best bare time gives {ti['ratio_from_overhead']:.1%} (extraction) and "
+                     f"{ti['ratio_with_inputs_from_overhead']:.1%} (with Inputs): the timed ratios above scatter "
+                     "around these because of the other jobs on the machine.")
         if tt:
             L.append(f"Text: {tt['n']} e-mails sampled with seed 0, mean {tt['mean_tokens']:.0f} tokens after "
-                     f"truncation, {tt['share_truncated']:.0%} truncated at 128 (so length sorting saves little "
-                     f"here); tokenising them takes {tt['tokenise_s']:.2f} s, padding the batches "
-                     f"{tt['assembly_s']:.2f} s; per-repetition seconds pipeline "
-                     f"{[round(v, 2) for v in tt['pipeline_s']]}, bare {[round(v, 2) for v in tt['bare_sorted_s']]}; "
-                     f"features agree to {tt['max_abs_diff']:.1e}.")
+                     f"truncation, {tt['share_truncated']:.0%} cut at 128, so length sorting saves little padding "
+                     f"here; tokenising them (Inputs) takes {min(tt['rounds_s']['inputs']):.2f} s and padding all "
+                     f"batches {tt['assembly_s']:.2f} s; per-round pipeline/bare ratio "
+                     f"{', '.join(f'{v:.1%}' for v in tt['ratio_bare_sorted_per_round'])}; features agree to "
+                     f"{tt['max_abs_diff']:.1e}; from those measured costs alone the ratio would be "
+                     f"{tt['ratio_from_overhead']:.1%} (extraction) and {tt['ratio_with_inputs_from_overhead']:.1%} "
+                     "(with Inputs).")
         L.append("")
     if "cached" in res:
-        L += ["### 4. Linear probe on cached features (same fit twice, same `FeatureCache` directory)", ""]
+        L += ["### 4. Linear probe on cached features (the same fit twice, same `FeatureCache` directory)", "",
+              "Digits: two fits back to back, the first on an empty cache directory. Spam: the first is the "
+              "full-data probe of section 2, the second runs at the end of the script.", ""]
         rows = []
         for name, v in res["cached"].items():
             a, b = v["first"], v["second"]
             rows.append([name, s(a["wall_s"]), s(b["wall_s"]), f"{v['speedup']:.1f}x",
                          f"{s(a['strategy_s'])} -> {s(b['strategy_s'])} ({v['strategy_speedup']:.1f}x)",
-                         f"{b['cache_hits']} hits / {b['cache_misses']} misses",
-                         f"load backbone ~{s(v['create_backbone_s'])}, Inputs {s(b['preprocess_s'])}, "
-                         f"cache look-up {s(b['extract_seconds'])}, LR grid {s(b['probe_seconds'])}, "
-                         f"eval forwards etc. {s(b['other_s'] - v['create_backbone_s'])}"])
-        L += table(["data", "first fit (s)", "second fit (s)", "speed-up", "strategy step only (s)",
-                    "second: cache", "second fit spent (s)"], rows)
+                         f"{b.get('cache_hits')} hits / {b.get('cache_misses')} misses",
+                         f"{s(b['backbone_load_s'])} / {s(b['preprocess_s'])} / {s(b['extract_seconds'])} / "
+                         f"{s(b['probe_seconds'])} / {s(b['evaluate_s'])}"])
+        L += table(["data", "first fit (s)", "second fit (s)", "speed-up", "strategy step (s)", "second: cache",
+                    "second fit: load / Inputs / cache look-up / LR grid / eval forwards (s)"], rows)
+        for name, v in res["cached"].items():
+            L.append("")
+            L.append(f"LR grid of the second fit ({name}): {grid_note(v['second'])}.")
         L.append("")
-    L += ["### Targets", ""]
-    L += targets(res)
+    L += ["### Targets", ""] + targets(res)
     if res.get("notes"):
         L += ["", "### What limits the results", ""] + [f"- {n}" for n in res["notes"]]
     return "\n".join(L) + "\n"
@@ -436,19 +537,22 @@ def render(res: dict, args) -> str:
 
 def targets(res: dict) -> list[str]:
     out = []
-    for key, label in (("throughput_image", "efficientnet_lite0 128 px"), ("throughput_text", "minilm-l6 len 128")):
+    for key, bare, label in (("throughput_image", "bare", "efficientnet_lite0 128 px, batch 64"),
+                             ("throughput_text", "bare_sorted", "minilm-l6 max_length 128, batch 32")):
         t = res.get(key)
         if t:
-            ok = t["ratio"] >= 0.9
-            out.append(f"- target pipeline >= 90% of bare-forward throughput ({label}, extraction): "
-                       f"{'met' if ok else 'not met'} (measured {t['ratio']:.1%}; with Inputs construction "
-                       f"{t['ratio_with_inputs']:.1%}"
-                       + (f"; vs the naive max_length-padded loop {t['ratio_vs_naive']:.1%}" if "ratio_vs_naive" in t
-                          else "") + ")")
+            r = t[f"ratio_{bare}"]
+            extra = (f"; with Inputs construction {t[f'ratio_with_inputs_{bare}']:.1%}; implied by the measured "
+                     f"batch-assembly + Inputs overhead {t['ratio_from_overhead']:.1%} / "
+                     f"{t['ratio_with_inputs_from_overhead']:.1%}")
+            if "ratio_bare_naive" in t:
+                extra += f"; against the naive max_length-padded loop {t['ratio_bare_naive']:.1%}"
+            out.append(f"- target pipeline >= 90% of bare-forward throughput ({label}): "
+                       f"**{'met' if r >= 0.9 else 'not met'}** (measured {r:.1%}{extra})")
     for name, v in res.get("cached", {}).items():
-        ok = v["speedup"] >= 20
-        out.append(f"- target second linear probe >= 20x faster than the first ({name}, whole fit): "
-                   f"{'met' if ok else 'not met'} (measured {v['speedup']:.1f}x; strategy step alone "
+        out.append(f"- target second linear probe >= 20x faster than the first ({name}, whole `fit`): "
+                   f"**{'met' if v['speedup'] >= 20 else 'not met'}** (measured {v['speedup']:.1f}x: "
+                   f"{v['first']['wall_s']:.1f} s -> {v['second']['wall_s']:.1f} s; the strategy step alone "
                    f"{v['strategy_speedup']:.1f}x)")
     return out
 
@@ -456,22 +560,31 @@ def targets(res: dict) -> list[str]:
 def notes(res: dict) -> list[str]:
     n = []
     for name, v in res.get("cached", {}).items():
-        b = v["second"]
-        if v["speedup"] < 20:
-            evalish = b["other_s"] - v["create_backbone_s"]
-            n.append(f"Cached probe ({name}): the second fit still takes {b['wall_s']:.1f} s because `fit()` "
-                     f"(src/transferkit/pipeline.py) evaluates the validation and test parts with full forward "
-                     f"passes through the backbone (`evaluate_model` -> `predict_outputs`) instead of applying the "
-                     f"probe head to cached features (~{evalish:.1f} s here, about 30% of the data forwarded again), "
-                     f"and it builds `Inputs` for all parts (tokenisation / image decode, {b['preprocess_s']:.1f} s) "
-                     f"and loads the backbone (~{v['create_backbone_s']:.1f} s) before the cache is consulted; the "
-                     f"logistic-regression grid adds {b['probe_seconds']:.1f} s. The strategy step itself "
-                     f"(cache look-up + probe) went {v['first']['strategy_s']:.1f} -> {b['strategy_s']:.1f} s.")
-    for key in ("throughput_image", "throughput_text"):
+        a, b = v["first"], v["second"]
+        if v["speedup"] >= 20:
+            continue
+        parts = sorted([("the logistic-regression C grid (`fit_probe`, refitted from scratch every time)",
+                         b["probe_seconds"]),
+                        ("forward passes over the validation and test parts in `fit` -> `evaluate_model` "
+                         "(not served from the cache)", b["evaluate_s"]),
+                        ("building `Inputs` for all parts (decode / tokenise) before the cache is consulted",
+                         b["preprocess_s"]),
+                        ("loading the backbone", b["backbone_load_s"]),
+                        ("the cache look-up itself (weights hash + data hash + np.load)", b["extract_seconds"])],
+                       key=lambda kv: -kv[1])
+        n.append(f"Cached probe, {name}: the cache works ({b.get('cache_hits')} hits, features not recomputed; "
+                 f"extraction was {a['extract_seconds']:.1f} s = {v['extraction_share_first']:.0%} of the first "
+                 f"fit), but the second fit still takes {b['wall_s']:.1f} s: "
+                 + "; ".join(f"{k} {t:.1f} s" for k, t in parts) + ". Everything in the first fit except "
+                 f"extraction took {v['first_without_extraction_s']:.1f} s, and a 20x speed-up needs the whole "
+                 f"second fit under {a['wall_s'] / 20:.1f} s, so skipping extraction alone cannot reach the target "
+                 "while `fit` re-runs the backbone over val + test and refits the C grid.")
+    for key, bare in (("throughput_image", "bare"), ("throughput_text", "bare_sorted")):
         t = res.get(key)
-        if t and t["ratio"] < 0.9:
-            n.append(f"{key}: pipeline at {t['ratio']:.1%} of bare; building the batches alone takes "
-                     f"{t['assembly_s']:.2f} s of {min(t['pipeline_s']):.2f} s.")
+        if t and t[f"ratio_{bare}"] < 0.9:
+            n.append(f"{key}: pipeline at {t[f'ratio_{bare}']:.1%} of bare; building all batches alone takes "
+                     f"{t['assembly_s']:.2f} s of the pipeline's best {min(t['rounds_s']['pipeline']):.2f} s; "
+                     f"per-round ratios {[round(x, 3) for x in t[f'ratio_{bare}_per_round']]} (machine shared).")
     return n
 
 
@@ -482,8 +595,11 @@ def main() -> None:
     ap.add_argument("--only", default="digits,spam,throughput,cached")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--sizes", default="64,128")
-    ap.add_argument("--reps", type=int, default=2, help="alternated repetitions of the image throughput")
-    ap.add_argument("--text-reps", type=int, default=1, help="alternated repetitions of the text throughput")
+    ap.add_argument("--reps", type=int, default=3, help="rounds of the image throughput comparison")
+    ap.add_argument("--text-reps", type=int, default=1, help="rounds of the text throughput comparison")
+    ap.add_argument("--chunks", type=int, default=4, help="chunks the pipeline and bare loops alternate over")
+    ap.add_argument("--no-cached-spam", dest="cached_spam", action="store_false",
+                    help="skip the second (cached) spam probe")
     ap.add_argument("--tp-texts", type=int, default=1000)
     ap.add_argument("--ft-train", type=int, default=600)
     ap.add_argument("--ft-val", type=int, default=300)
@@ -495,7 +611,8 @@ def main() -> None:
     args.threads = args.threads or cores()
     args.sizes = [int(v) for v in args.sizes.split(",")]
     if args.quick:
-        args.epochs, args.reps, args.tp_texts = 1, 1, 64
+        args.epochs, args.reps, args.tp_texts, args.chunks, args.sizes = 1, 1, 64, 2, [32]
+        BASE["probe_grid"] = [1.0]
         args.ft_train, args.ft_val, args.ft_test = 48, 32, 32
     torch.set_num_threads(args.threads)
     only = set(args.only.split(","))
@@ -513,7 +630,7 @@ def main() -> None:
         steps = [("throughput", lambda: (bench_throughput_image(args, res), bench_throughput_text(args, res, spam))),
                  ("digits", lambda: bench_digits(args, res, tmp)),
                  ("spam", lambda: bench_spam(args, res, tmp, spam)),
-                 ("cached", lambda: bench_cached(args, res, spam))]
+                 ("cached", lambda: bench_cached(args, res, spam))]  # reuses the first probes of digits and spam
         for name, step in steps:
             if name in only:
                 say(f"== {name}")

@@ -101,8 +101,9 @@ class Evaluation:
 
 
 def evaluate_model(model: TransferModel, inputs: Inputs, y_enc: np.ndarray, labels: dict[str, Any],
-                   batch_size: int = 64) -> Evaluation:
-    out = predict_outputs(model, inputs, batch_size)
+                   batch_size: int = 64, outputs: np.ndarray | None = None) -> Evaluation:
+    """Metrics of ``model`` on ``inputs`` (or of precomputed head ``outputs`` for the same inputs)."""
+    out = predict_outputs(model, inputs, batch_size) if outputs is None else outputs
     if labels["task"] == "regression":
         pred = out[:, 0] * labels["target_std"] + labels["target_mean"]
         y = y_enc * labels["target_std"] + labels["target_mean"]
@@ -158,7 +159,8 @@ def fit(config: FitConfig, train: Dataset | None = None, val: Dataset | None = N
             counts = np.bincount(ytr, minlength=n_out).astype(np.float64)
             cw = len(ytr) / (n_out * np.maximum(counts, 1))
         ctx = FitContext(c, backbone, tr_in, ytr, va_in, yva, n_out, cw,
-                         (writer.dir / "tensorboard") if writer else None, cache or FeatureCache(), progress)
+                         (writer.dir / "tensorboard") if writer else None, cache or FeatureCache(), progress,
+                         test=te_in)
         t0 = time.perf_counter()
         result = STRATEGIES.get(c.strategy)(ctx)
         fit_seconds = time.perf_counter() - t0
@@ -166,8 +168,9 @@ def fit(config: FitConfig, train: Dataset | None = None, val: Dataset | None = N
         if labels["task"] == "regression":
             model.target_mean.fill_(labels["target_mean"])
             model.target_std.fill_(labels["target_std"])
-        test_eval = evaluate_model(model, te_in, yte, labels, max(c.batch_size, 64))
-        val_eval = evaluate_model(model, va_in, yva, labels, max(c.batch_size, 64))
+        bs = max(c.batch_size, 64)
+        test_eval = evaluate_model(model, te_in, yte, labels, bs, result.outputs.get("test"))
+        val_eval = evaluate_model(model, va_in, yva, labels, bs, result.outputs.get("val"))
         details = {**result.details, "fit_seconds": fit_seconds, "preprocess_seconds": prep_seconds,
                    "split_note": splits.note,
                    "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},

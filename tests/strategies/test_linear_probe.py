@@ -29,14 +29,14 @@ def test_feature_cache_second_fit_hits(tmp_path, digits_small):
     cfg = FitConfig(backbone="packaged:efficientnet_lite0", strategy="linear-probe", image_size=32, seed=0,
                     probe_grid=[0.1, 1.0])
     r1 = fit(cfg, train=train, save=False, progress=False, cache=cache)
-    assert (cache.hits, cache.misses) == (0, 2)  # train and validation features computed
+    assert (cache.hits, cache.misses) == (0, 3)  # train, validation and test features computed
     files = sorted((tmp_path / "cache").glob("*.npy"))
-    assert len(files) == 2
+    assert len(files) == 3
     assert not list((tmp_path / "cache").glob("*.tmp"))
 
     r2 = fit(cfg, train=train, save=False, progress=False, cache=cache)
-    assert (cache.hits, cache.misses) == (2, 2)
-    assert r2.details["cache_hits"] == 2 and r2.details["cache_misses"] == 2
+    assert (cache.hits, cache.misses) == (3, 3)
+    assert r2.details["cache_hits"] == 3 and r2.details["cache_misses"] == 3
     assert sorted((tmp_path / "cache").glob("*.npy")) == files
 
     inputs = Inputs(holdout, r1.model.backbone)
@@ -48,9 +48,23 @@ def test_feature_cache_second_fit_hits(tmp_path, digits_small):
     cfg48 = FitConfig(backbone="packaged:efficientnet_lite0", strategy="linear-probe", image_size=48, seed=0,
                       probe_grid=[1.0])
     fit(cfg48, train=train, save=False, progress=False, cache=cache)
-    assert (cache.hits, cache.misses) == (2, 4)
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 4
+    assert (cache.hits, cache.misses) == (3, 6)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 6
 
+
+def test_probe_metrics_from_cached_features_equal_a_forward_pass(tmp_path, digits_small):
+    """The linear probe scores validation/test from cached features; a real forward must agree."""
+    from transferkit.pipeline import encode_targets, evaluate_model, load_splits
+
+    train, _ = digits_small
+    cfg = FitConfig(backbone="packaged:efficientnet_lite0", strategy="linear-probe", image_size=32, seed=0,
+                    probe_grid=[1.0])
+    r = fit(cfg, train=train, save=False, progress=False, cache=FeatureCache(tmp_path / "c"))
+    splits = load_splits(cfg.validate(), train=train)
+    labels, (_, _, yte) = encode_targets(cfg, splits)
+    forward = evaluate_model(r.model, Inputs(splits.test, r.model.backbone), yte, labels)
+    assert forward.metrics["confusion_matrix"] == r.metrics["confusion_matrix"]
+    assert abs(forward.metrics["ece"] - r.metrics["ece"]) < 1e-4
 
 def test_cache_key_depends_on_preprocessing_weights_and_data(tmp_path, digits, lite0):
     from transferkit.backbones import create_backbone
@@ -66,7 +80,6 @@ def test_cache_key_depends_on_preprocessing_weights_and_data(tmp_path, digits, l
     assert cache.key(lite0, Inputs(ds, lite0), kind="source_logits") != k32
     random_weights = create_backbone("packaged:efficientnet_lite0", image_size=32, pretrained=False)
     assert cache.key(random_weights, Inputs(ds, random_weights)) != k32
-
 
 def test_cache_returns_the_extracted_features_and_repairs_corrupt_entries(tmp_path, digits, lite0):
     X, y = digits
@@ -87,7 +100,6 @@ def test_cache_returns_the_extracted_features_and_repairs_corrupt_entries(tmp_pa
     assert cache.hits == 1
     np.testing.assert_array_equal(b, c)
 
-
 def test_disabled_cache_writes_nothing(tmp_path, digits, lite0):
     X, y = digits
     cache = FeatureCache(tmp_path / "off", enabled=False)
@@ -96,7 +108,6 @@ def test_disabled_cache_writes_nothing(tmp_path, digits, lite0):
     cache.get_or_compute(lite0, inputs, progress=False)
     assert cache.misses == 2 and cache.hits == 0
     assert not (tmp_path / "off").exists()
-
 
 def test_fit_probe_chooses_C_on_validation_and_folds_exactly():
     import torch
@@ -117,7 +128,6 @@ def test_fit_probe_chooses_C_on_validation_and_folds_exactly():
     np.testing.assert_allclose(folded, direct, rtol=1e-4, atol=1e-3)
     assert (folded.argmax(1) == y[200:]).mean() > 0.6
 
-
 def test_binary_probe_maps_to_two_logits():
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(-2, 1, (40, 4)), rng.normal(2, 1, (40, 4))]
@@ -126,7 +136,6 @@ def test_binary_probe_maps_to_two_logits():
     assert coef.shape == (2, 4)
     out = scaler.transform(X[1::2]) @ coef.T + icpt
     assert (out.argmax(1) == y[1::2]).mean() > 0.9
-
 
 @pytest.fixture(scope="module")
 def rotated_digits(mnist):
@@ -140,7 +149,6 @@ def rotated_digits(mnist):
     rot = np.stack([np.asarray(Image.fromarray(im).rotate(float(a), resample=Image.Resampling.BILINEAR))
                     for im, a in zip(x, angles)])
     return rot, angles
-
 
 def test_regression_linear_probe_rotation_angle(tmp_path, rotated_digits):
     """Predict the rotation angle of rotated MNIST digits from frozen EfficientNet-Lite0 features."""

@@ -23,12 +23,22 @@ class Inputs:
                             f"'{backbone.meta.spec}' takes {backbone.meta.modality}s.")
         self.ds = ds
         self.pre = backbone.preprocess
-        if isinstance(self.pre, ImagePreprocessor):
-            self.images: ImageStore | None = ImageStore(ds, self.pre)
-            self.ids: list[list[int]] | None = None
-        else:
-            self.images = None
-            self.ids = self.pre.tokenize(ds.inputs)
+        self.is_image = isinstance(self.pre, ImagePreprocessor)
+        self._images: ImageStore | None = None
+        self._ids: list[list[int]] | None = None
+
+    # Decoding / tokenising is lazy, so a feature-cache hit never pays for it.
+    @property
+    def images(self) -> ImageStore | None:
+        if self.is_image and self._images is None:
+            self._images = ImageStore(self.ds, self.pre)
+        return self._images
+
+    @property
+    def ids(self) -> list[list[int]] | None:
+        if not self.is_image and self._ids is None:
+            self._ids = self.pre.tokenize(self.ds.inputs)
+        return self._ids
 
     def __len__(self) -> int:
         return len(self.ds)

@@ -28,6 +28,7 @@ class FitContext:
     log_dir: Path | None = None
     cache: FeatureCache = field(default_factory=FeatureCache)
     progress: bool = True
+    test: Inputs | None = None
 
     @property
     def task(self) -> str:
@@ -50,3 +51,5 @@ class StrategyResult:
     model: TransferModel
     history: History | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # Head outputs already computed from cached features ({"val": ..., "test": ...}); spares a forward pass.
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)

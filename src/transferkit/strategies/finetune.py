@@ -25,6 +25,7 @@ def fit_lp_ft(ctx: FitContext) -> StrategyResult:
     """
     model = TransferModel(ctx.backbone, ctx.n_out, "linear")
     probe = probe_head(ctx, model)
+    probe.pop("_val_features", None)
     hist = train_model(model, ctx.train, ctx.y_train, ctx.val, ctx.y_val, ctx.train_settings(freeze_bn_stats=True, lr=ctx.config.lr * 0.1),
                        ctx.log_dir, ctx.progress, desc="lp-ft", eval_initial=True)
     return StrategyResult(model, hist, {"probe": probe, "best_epoch": hist.best_epoch,
