@@ -67,13 +67,13 @@ def source_run(quick: bool) -> Path:
 def studies(quick: bool) -> dict[str, tuple[StudyConfig, Dataset]]:
     seeds = [0, 1] if quick else [0, 1, 2]
     img_budgets = [1, 10, "all"] if quick else [1, 5, 10, 50, "all"]
-    base_img = FitConfig(image_size=32, epochs=4 if quick else 8, lr=2e-3, patience=3, batch_size=32)
+    base_img = FitConfig(num_threads=1, image_size=32, epochs=4 if quick else 8, lr=2e-3, patience=3, batch_size=32)
     out = {}
     out["A"] = ("MNIST-trained scratch CNN -> digits", lambda: (StudyConfig(
         base=base_img, strategies=["classical", "scratch", "linear-probe", "fine-tune", "lp-ft"],
         backbones=[f"run:{source_run(quick)}"], budgets=img_budgets, seeds=seeds, out=str(OUT / "A-mnist-to-digits")),
         digits()))
-    base_eff = FitConfig(image_size=64, epochs=4 if quick else 6, lr=1e-3, patience=3, batch_size=32)
+    base_eff = FitConfig(num_threads=1, image_size=64, epochs=4 if quick else 6, lr=1e-3, patience=3, batch_size=32)
     out["B1"] = ("ImageNet EfficientNet-Lite0 -> digits", lambda: (StudyConfig(
         base=base_eff, strategies=["classical", "scratch", "linear-probe", "fine-tune", "lp-ft"],
         backbones=["packaged:efficientnet_lite0"], budgets=img_budgets, seeds=seeds,
@@ -83,7 +83,7 @@ def studies(quick: bool) -> dict[str, tuple[StudyConfig, Dataset]]:
         backbones=["packaged:efficientnet_lite0"], budgets=img_budgets, seeds=seeds,
         out=str(OUT / "B2-imagenet-to-mnist")), mnist(2000)))
     # lp-ft fine-tunes at lr/10 (1e-4 at the head, decayed per layer below it)
-    base_txt = FitConfig(max_length=128, epochs=3, lr=1e-3, batch_size=16, patience=2)
+    base_txt = FitConfig(num_threads=1, max_length=128, epochs=2, lr=1e-3, batch_size=16, patience=2)
     out["C"] = ("MiniLM -> SpamAssassin", lambda: (StudyConfig(
         base=base_txt, strategies=["classical", "scratch", "linear-probe", "lp-ft"],
         backbones=["packaged:minilm-l6"], budgets=[8, 64] if quick else [8, 16, 64, 256], seeds=seeds,
@@ -91,9 +91,10 @@ def studies(quick: bool) -> dict[str, tuple[StudyConfig, Dataset]]:
     return out
 
 
-def update_section(text: str) -> None:
+def update_section(text: str, key: str = "transfer") -> None:
+    """Replace the block between <!-- KEY:start --> and <!-- KEY:end --> (append it if missing)."""
     path = ROOT / "BENCHMARKS.md"
-    start, end = "<!-- transfer:start -->", "<!-- transfer:end -->"
+    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
     old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     block = f"{start}\n{text}\n{end}"
     new = old[: old.index(start)] + block + old[old.index(end) + len(end):] if start in old else old.rstrip() + "\n\n" + block + "\n"
@@ -111,23 +112,24 @@ def main() -> None:
     if args.quick:
         OUT = OUT.parent / "transfer-quick"
     plan = studies(args.quick)
-    parts = ["## Transfer gain (issue 4)", "",
+    header = ["## Transfer gain (issue 4)", "",
              f"Command: `HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_transfer.py{' --quick' if args.quick else ''}`"
              f" ({time.strftime('%Y-%m-%d')}, 2 CPU cores). Test macro-F1, mean ± std over seeds; k = labelled "
              "training examples per class; every strategy shares each seed's split. Transfer gain = best transfer "
              "strategy minus the best non-transfer baseline (classical or scratch).", ""]
+    update_section("\n".join(header), "transfer")
     for key in [k.strip() for k in args.only.split(",")]:
         title, make = plan[key]
-        t0 = time.time()
         cfg, data = make()
         print(f"== {key}: {title}", flush=True)
         summary = compare(cfg, data=data, progress=True)
-        parts += [f"### {key}. {title}", "", f"**{summary['verdict']}**", ""] + markdown_table(summary) + [
+        parts = [f"### {key}. {title}", "", f"**{summary['verdict']}**", ""] + markdown_table(summary) + [
             "", f"Settings: {cfg.base.epochs} epochs max (patience {cfg.base.patience}), lr {cfg.base.lr:g}, "
-            f"image size {cfg.base.image_size}, max length {cfg.base.max_length}; wall time {time.time() - t0:.0f} s "
-            f"(resumed cells count 0). Curve: `benchmarks/out/transfer/{Path(cfg.out).name}/curve.png`.", ""]
-    update_section("\n".join(parts))
-    print("\n".join(parts))
+            f"image size {cfg.base.image_size}, max length {cfg.base.max_length}; compute time of all cells "
+            f"{sum(c['seconds'] for c in summary['cells']):.0f} s (1 torch thread, machine shared with other "
+            f"benchmarks). Curve: `benchmarks/out/transfer/{Path(cfg.out).name}/curve.png`.", ""]
+        update_section("\n".join(parts), f"transfer-{key}")
+        print("\n".join(parts), flush=True)
 
 
 if __name__ == "__main__":
