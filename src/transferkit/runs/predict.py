@@ -1,0 +1,75 @@
+"""Predictions and evaluation from a saved run."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data import Columns, Dataset, load_path
+from ..data.images import IMAGE_EXTENSIONS
+from ..engine.inputs import Inputs
+from ..errors import DataError
+from .store import LoadedRun
+
+
+def check_modality(run: LoadedRun, ds: Dataset, what: str) -> None:
+    if ds.modality != run.modality:
+        raise DataError(f"Run '{run.path}' takes {run.modality}s but {what} holds {ds.modality}s. "
+                        f"Give {run.modality} input.")
+
+
+def inputs_to_dataset(run: LoadedRun, items: list[str]) -> Dataset:
+    """Image files / folders, a text file (one text per line) or a table -> an unlabelled dataset."""
+    c = run.config
+    cols = Columns(text=c.text_column, image=c.image_column, label=c.label_column, id=c.id_column)
+    paths: list[str] = []
+    for item in items:
+        p = Path(item)
+        if not p.exists():
+            raise DataError(f"Input '{p}' does not exist.")
+        low = p.name.lower()
+        if p.is_dir():
+            paths += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+        elif low.endswith(IMAGE_EXTENSIONS):
+            paths.append(str(p))
+        elif low.endswith((".txt", ".text")):
+            if len(items) > 1:
+                raise DataError("Give one text file at a time.")
+            raw = p.read_bytes()
+            text = raw.decode("utf-8", errors="replace")
+            lines = [ln for ln in text.splitlines() if ln.strip()]
+            ds = Dataset("text", lines, None, origin=str(p), counts={"replaced_utf8": sum("\ufffd" in t for t in lines)})
+            check_modality(run, ds, f"'{p}'")
+            return ds
+        else:
+            ds = load_path(p, cols, labelled=False)
+            check_modality(run, ds, f"'{p}'")
+            return ds
+    if not paths:
+        raise DataError(f"No images found in {', '.join(items)}.")
+    ds = Dataset("image", paths, None, ids=paths, origin=", ".join(items))
+    check_modality(run, ds, "the input")
+    return ds
+
+
+def predict_dataset(run: LoadedRun, ds: Dataset, top_k: int = 3, batch_size: int = 64) -> list[dict[str, Any]]:
+    from ..engine.loop import predict_outputs
+    from ..evaluation.metrics import softmax
+
+    check_modality(run, ds, f"'{ds.origin}'")
+    out = predict_outputs(run.model, Inputs(ds, run.model.backbone), batch_size)
+    rows: list[dict[str, Any]] = []
+    if run.label_map is None:
+        values = out[:, 0] * float(run.model.target_std) + float(run.model.target_mean)
+        return [{"id": i, "prediction": float(v)} for i, v in zip(ds.ids, values)]
+    probs = softmax(out)
+    classes = run.label_map.classes
+    k = max(1, min(top_k, len(classes)))
+    order = np.argsort(-probs, axis=1)[:, :k]
+    for i, row in enumerate(order):
+        rec: dict[str, Any] = {"id": ds.ids[i], "label": classes[row[0]], "probability": float(probs[i, row[0]])}
+        for r, j in enumerate(row, start=1):
+            rec[f"top{r}_label"], rec[f"top{r}_probability"] = classes[j], float(probs[i, j])
+        rows.append(rec)
+    return rows
