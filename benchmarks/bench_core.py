@@ -23,6 +23,7 @@ import gzip
 import json
 import os
 import platform
+import resource
 import shutil
 import sys
 import tempfile
@@ -154,7 +155,13 @@ def timed_fit(cfg: FitConfig, train: Dataset, cache_dir: Path, val: Dataset | No
         if k in probe:
             rec[k] = probe[k]
     rec["backbone_load_s"] = TIMES.get("backbone_load", 0.0)
-    rec["evaluate_s"] = TIMES.get("evaluate_val_test", 0.0)  # forward passes over val and test after fitting
+    rec["evaluate_s"] = TIMES.get("evaluate_val_test", 0.0)  # evaluate_model on val and test after fitting
+    # feature work through the cache (extraction or look-up; for the linear probe also the test part and the
+    # head applied to cached features): the strategy step minus the C grid (and minus training for lp-ft)
+    if cfg.strategy == "linear-probe":
+        rec["features_s"] = rec["strategy_s"] - rec.get("probe_seconds", 0.0)
+    else:
+        rec["features_s"] = rec.get("extract_seconds")
     rec["other_s"] = wall - sum(rec[k] or 0 for k in ("preprocess_s", "strategy_s", "backbone_load_s", "evaluate_s"))
     rec["probe_fits"] = list(PROBE_FITS)
     return rec
@@ -237,22 +244,32 @@ def bench_spam(args, res: dict, tmp: Path, spam: Dataset) -> None:
 
 
 # -------------------------------------------------------------------------------- 3. throughput
-def _bare(backbone, batches) -> float:
-    """Seconds for a bare inference-mode forward over pre-built batches."""
+def _usage() -> tuple[float, float, int]:
+    """(process CPU seconds, kernel CPU seconds, minor page faults) so far, for all threads."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return time.process_time(), r.ru_stime, r.ru_minflt
+
+
+def _delta(u0: tuple, u1: tuple) -> dict:
+    return {"cpu_s": u1[0] - u0[0], "sys_s": u1[1] - u0[1], "minflt": u1[2] - u0[2]}
+
+
+def _bare(backbone, batches) -> tuple[float, dict]:
+    """Seconds (and CPU / page-fault counts) for a bare inference-mode forward over pre-built batches."""
     with torch.inference_mode():
-        t0 = time.perf_counter()
+        u0, t0 = _usage(), time.perf_counter()
         for b in batches:
             backbone(b)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, _delta(u0, _usage())
 
 
-def _pipeline(backbone, ds: Dataset, bs: int) -> tuple[float, float, np.ndarray]:
-    """(seconds building Inputs from the raw data, seconds in extract_features, features)."""
+def _pipeline(backbone, ds: Dataset, bs: int) -> tuple[float, float, np.ndarray, dict]:
+    """(seconds building Inputs from the raw data, seconds in extract_features, features, usage of the latter)."""
     t0 = time.perf_counter()
     inputs = Inputs(ds, backbone)
-    t1 = time.perf_counter()
+    u0, t1 = _usage(), time.perf_counter()
     feats = extract_features(backbone, inputs, bs, progress=False)
-    return t1 - t0, time.perf_counter() - t1, feats
+    return t1 - t0, time.perf_counter() - t1, feats, _delta(u0, _usage())
 
 
 def _assembly(inputs: Inputs, bs: int) -> float:
@@ -268,26 +285,38 @@ def _alternate(bb, chunks: list[dict], bs: int, rounds: int, label: str) -> dict
     every path sees the same machine load (the machine is shared). Returns per-round totals."""
     names = ["inputs", "pipeline"] + [k for k in chunks[0] if k.startswith("bare")]
     per_round = []
+    usage = {k: {"cpu_s": 0.0, "sys_s": 0.0, "minflt": 0} for k in names[1:]}
     for r in range(rounds):
         tot = dict.fromkeys(names, 0.0)
         for ch in chunks:
-            t_in, t_ex, feats = _pipeline(bb, ch["ds"], bs)
+            t_in, t_ex, feats, u = _pipeline(bb, ch["ds"], bs)
             tot["inputs"] += t_in
             tot["pipeline"] += t_ex
             ch["feats"] = feats
+            for key in u:
+                usage["pipeline"][key] += u[key]
             for k in names[2:]:
-                tot[k] += _bare(bb, ch[k])
+                t_b, u = _bare(bb, ch[k])
+                tot[k] += t_b
+                for key in u:
+                    usage[k][key] += u[key]
         per_round.append(tot)
         n = sum(len(ch["ds"]) for ch in chunks)
         say(f"{label} round {r + 1}/{rounds}: " + ", ".join(
             f"{k} {n / v:.1f}/s" for k, v in tot.items() if k != "inputs") + f" (Inputs {tot['inputs']:.2f} s)")
-    return {k: [t[k] for t in per_round] for k in names}
+    out = {k: [t[k] for t in per_round] for k in names}
+    out["usage"] = usage  # summed over all rounds
+    return out
 
 
 def _summary(t: dict, n: int) -> dict:
     """Best round of each path (least disturbed by other jobs) and the ratios."""
+    usage = t.pop("usage")
+    rounds = len(t["pipeline"])
     best = {k: min(v) for k, v in t.items()}
-    out = {"rounds_s": t, "n": n}
+    out = {"rounds_s": t, "n": n, "usage": usage,
+           "faults_per_sample": {k: u["minflt"] / (n * rounds) for k, u in usage.items()},
+           "sys_share_of_cpu": {k: u["sys_s"] / max(u["cpu_s"], 1e-9) for k, u in usage.items()}}
     out["pipeline_per_s"] = n / best["pipeline"]
     out["pipeline_with_inputs_per_s"] = n / min(a + b for a, b in zip(t["inputs"], t["pipeline"]))
     for k in t:
@@ -379,7 +408,7 @@ def bench_cached(args, res: dict, spam: Dataset) -> None:
     second = timed_fit(cfg, digits, Path(args.tmp) / "cached-digits")  # right after, same directory
     say(f"cached probe digits: first {first['wall_s']:.1f} s, second {second['wall_s']:.1f} s")
     out["digits 128 px, efficientnet_lite0"] = {"first": first, "second": second}
-    if "spam" in res and args.cached_spam:
+    if "spam" in res and args.cached_spam and Path(res["spam"]["linear_probe"]["cache_dir"]).exists():
         first = res["spam"]["linear_probe"]  # section 2's full-data probe (its own empty cache directory)
         cfg = FitConfig(backbone=MINILM, strategy="linear-probe", max_length=128, seed=0, num_threads=args.threads, **BASE)
         second = timed_fit(cfg, spam_probe_data(args, spam), Path(first["cache_dir"]))
@@ -391,8 +420,8 @@ def bench_cached(args, res: dict, spam: Dataset) -> None:
         v["strategy_speedup"] = a["strategy_s"] / b["strategy_s"]
         # what a fit would cost if it did only what the cache makes unnecessary to repeat: everything except
         # the feature extraction (i.e. the achievable floor of the second fit as fit() is structured today)
-        v["extraction_share_first"] = a["extract_seconds"] / a["wall_s"]
-        v["first_without_extraction_s"] = a["wall_s"] - a["extract_seconds"]
+        v["extraction_share_first"] = a["features_s"] / a["wall_s"]
+        v["first_without_extraction_s"] = a["wall_s"] - a["features_s"]
     res["cached"] = out
 
 
@@ -412,11 +441,14 @@ def grid_note(rec: dict) -> str:
     return ", ".join(f"C={f['C']:g}: {f['seconds']:.1f} s/{f['n_iter']} it" for f in fits)
 
 
-def render(res: dict, args) -> str:
+def render(res: dict) -> str:
     m = res["machine"]
     L = ["## Core (issue 3)", "",
          f"Command: `cd /work/main && HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_core.py` "
-         f"(run {m['date']}; {m['total_s'] / 60:.1f} min in all).", "",
+         f"(run {m['date']}; {m.get('total_s', float('nan')) / 60:.1f} min in all)."
+         + "".join(f" Steps `{r['steps']}` re-measured on {r['date']} with `--only {r['steps']} --merge` "
+                   f"({r['total_s'] / 60:.1f} min, load average {r['load_start']} -> {r['load_end']})."
+                   for r in res.get("remeasured", [])), "",
          f"Machine: {m['cores']} CPU cores ({m['cpu']}), no GPU; torch {m['torch']} with "
          f"{m['torch_threads']} intra-op threads for every measurement (`torch.get_num_threads()` checked after "
          f"each step), Python {m['python']}. The machine was shared with other jobs during the run (load average "
@@ -431,7 +463,7 @@ def render(res: dict, args) -> str:
         d = res["digits"]
         r0 = d["runs"][0]["sizes"]
         L += ["### 1. Digits (scikit-learn, 1,797 8x8 images upscaled)", "",
-              f"`fit(FitConfig(backbone=..., strategy=..., image_size=..., epochs={args.epochs}, seed=0), "
+              f"`fit(FitConfig(backbone=..., strategy=..., image_size=..., epochs={res['args']['epochs']}, seed=0), "
               f"train=from_arrays(digits.images, digits.target), save=False, progress=False, "
               f"cache=FeatureCache(tmp))`; split train {r0['train']} / val {r0['val']} / test {r0['test']}; "
               "other settings default (batch 32, lr 1e-3, layer decay 0.85, patience 3, min_steps 100, which "
@@ -442,8 +474,8 @@ def render(res: dict, args) -> str:
                     "of which: extraction / LR grid / training / eval forwards (s)"],
                    [[r["backbone"], r["strategy"], r["image_size"], f1(r["macro_f1"]), s(r["wall_s"]),
                      " / ".join(s(x) if x is not None else "-" for x in (
-                         r.get("extract_seconds"), r.get("probe_seconds"),
-                         (r["strategy_s"] - (r.get("extract_seconds") or 0) - (r.get("probe_seconds") or 0))
+                         r.get("features_s"), r.get("probe_seconds"),
+                         (r["strategy_s"] - (r.get("features_s") or 0) - (r.get("probe_seconds") or 0))
                          if r["strategy"] != "linear-probe" else None, r["evaluate_s"]))]
                     for r in d["runs"]])
         L.append("")
@@ -459,9 +491,10 @@ def render(res: dict, args) -> str:
                          f"max_length 128, 1 epoch (min_steps 0), batch 16, lr {ft['lr']:g}", f1(ft["macro_f1"]), s(ft["wall_s"])])
         L += table(["backbone", "strategy", "data (train / val / test)", "settings", "test macro-F1",
                     "wall time (s)"], rows)
-        L += ["", f"Linear probe breakdown: backbone load {s(lp['backbone_load_s'])} s, tokenising all parts "
-              f"{s(lp['preprocess_s'])} s, feature extraction of train + val {s(lp['extract_seconds'])} s, "
-              f"logistic-regression grid {s(lp['probe_seconds'])} s, forward passes over val + test for the "
+        L += ["", f"Linear probe breakdown: backbone load {s(lp['backbone_load_s'])} s, building `Inputs` "
+              f"{s(lp['preprocess_s'])} s, features through the cache (extraction incl. tokenising) "
+              f"{s(lp['features_s'])} s, logistic-regression grid {s(lp['probe_seconds'])} s, `evaluate_model` on "
+              "val + test "
               f"evaluation {s(lp['evaluate_s'])} s."]
         if ft:
             L[-1] += (f" The fine-tune ran at {ft['train_examples_per_s']:.1f} training examples/s (one epoch + one "
@@ -472,12 +505,14 @@ def render(res: dict, args) -> str:
     if ti or tt:
         L += ["### 3. Feature-extraction throughput (samples/s)", "",
               "Pipeline = `extract_features(backbone, Inputs(ds, backbone), batch_size, progress=False)`; "
-              "\"+ Inputs\" also counts building `Inputs` from the raw data (decode + resize to the uint8 store, or "
-              "tokenisation). Bare = `with torch.inference_mode(): for b in batches: backbone(b)` over batches built "
+              "\"+ Inputs\" also counts the `Inputs(...)` constructor (since `Inputs` became lazy it does no work: "
+              "decoding + resizing to the uint8 store, or tokenising, happens on the first batch, inside the pipeline "
+              "column). Bare = `with torch.inference_mode(): for b in batches: backbone(b)` over batches built "
               "beforehand, same model object, batch size and threads (images: the same normalised channels_last "
               "tensors; text: the tokenizer's output for the pipeline's own length-sorted batches, padded to the "
               "longest in the batch). Naive = the same bare loop with every batch padded to max_length in dataset "
-              f"order, what a user would typically write. The data are cut into {args.chunks} chunks and, chunk by "
+              f"order, what a user would typically write. The data are cut into {(ti or tt)['chunks']} chunks and, "
+              "chunk by "
               "chunk, the pipeline and the bare loop(s) run back to back; the table gives the best round.", ""]
         rows = []
         if ti:
@@ -499,8 +534,9 @@ def render(res: dict, args) -> str:
                      f"for {ti['n']} images, Inputs construction {min(ti['rounds_s']['inputs']):.2f} s; pipeline "
                      f"and bare features agree to {ti['max_abs_diff']:.1e}. Adding those measured costs to the "
                      f"best bare time gives {ti['ratio_from_overhead']:.1%} (extraction) and "
-                     f"{ti['ratio_with_inputs_from_overhead']:.1%} (with Inputs): the timed ratios above scatter "
-                     "around these because of the other jobs on the machine.")
+                     f"{ti['ratio_with_inputs_from_overhead']:.1%} (with Inputs); the timed ratio differs from this "
+                     "estimate by what the pipeline costs beyond building batches in isolation, plus noise from the "
+                     "other jobs on the machine." + usage_note(ti))
         if tt:
             L.append(f"Text: {tt['n']} e-mails sampled with seed 0, mean {tt['mean_tokens']:.0f} tokens after "
                      f"truncation, {tt['share_truncated']:.0%} cut at 128, so length sorting saves little padding "
@@ -509,7 +545,7 @@ def render(res: dict, args) -> str:
                      f"{', '.join(f'{v:.1%}' for v in tt['ratio_bare_sorted_per_round'])}; features agree to "
                      f"{tt['max_abs_diff']:.1e}; from those measured costs alone the ratio would be "
                      f"{tt['ratio_from_overhead']:.1%} (extraction) and {tt['ratio_with_inputs_from_overhead']:.1%} "
-                     "(with Inputs).")
+                     "(with Inputs)." + usage_note(tt))
         L.append("")
     if "cached" in res:
         L += ["### 4. Linear probe on cached features (the same fit twice, same `FeatureCache` directory)", "",
@@ -521,7 +557,7 @@ def render(res: dict, args) -> str:
             rows.append([name, s(a["wall_s"]), s(b["wall_s"]), f"{v['speedup']:.1f}x",
                          f"{s(a['strategy_s'])} -> {s(b['strategy_s'])} ({v['strategy_speedup']:.1f}x)",
                          f"{b.get('cache_hits')} hits / {b.get('cache_misses')} misses",
-                         f"{s(b['backbone_load_s'])} / {s(b['preprocess_s'])} / {s(b['extract_seconds'])} / "
+                         f"{s(b['backbone_load_s'])} / {s(b['preprocess_s'])} / {s(b['features_s'])} / "
                          f"{s(b['probe_seconds'])} / {s(b['evaluate_s'])}"])
         L += table(["data", "first fit (s)", "second fit (s)", "speed-up", "strategy step (s)", "second: cache",
                     "second fit: load / Inputs / cache look-up / LR grid / eval forwards (s)"], rows)
@@ -533,6 +569,14 @@ def render(res: dict, args) -> str:
     if res.get("notes"):
         L += ["", "### What limits the results", ""] + [f"- {n}" for n in res["notes"]]
     return "\n".join(L) + "\n"
+
+
+def usage_note(t: dict) -> str:
+    if "faults_per_sample" not in t:
+        return ""
+    f, sh = t["faults_per_sample"], t["sys_share_of_cpu"]
+    return (" Minor page faults per sample: " + ", ".join(f"{k} {v:,.0f}" for k, v in f.items())
+            + "; kernel share of CPU time: " + ", ".join(f"{k} {v:.0%}" for k, v in sh.items()) + ".")
 
 
 def targets(res: dict) -> list[str]:
@@ -565,20 +609,18 @@ def notes(res: dict) -> list[str]:
             continue
         parts = sorted([("the logistic-regression C grid (`fit_probe`, refitted from scratch every time)",
                          b["probe_seconds"]),
-                        ("forward passes over the validation and test parts in `fit` -> `evaluate_model` "
-                         "(not served from the cache)", b["evaluate_s"]),
-                        ("building `Inputs` for all parts (decode / tokenise) before the cache is consulted",
+                        ("`evaluate_model` on the validation and test parts", b["evaluate_s"]),
+                        ("building `Inputs` for all parts",
                          b["preprocess_s"]),
                         ("loading the backbone", b["backbone_load_s"]),
-                        ("the cache look-up itself (weights hash + data hash + np.load)", b["extract_seconds"])],
+                        ("features through the cache (look-up: weights hash + data hash + np.load)", b["features_s"])],
                        key=lambda kv: -kv[1])
         n.append(f"Cached probe, {name}: the cache works ({b.get('cache_hits')} hits, features not recomputed; "
-                 f"extraction was {a['extract_seconds']:.1f} s = {v['extraction_share_first']:.0%} of the first "
+                 f"extraction was {a['features_s']:.1f} s = {v['extraction_share_first']:.0%} of the first "
                  f"fit), but the second fit still takes {b['wall_s']:.1f} s: "
                  + "; ".join(f"{k} {t:.1f} s" for k, t in parts) + ". Everything in the first fit except "
                  f"extraction took {v['first_without_extraction_s']:.1f} s, and a 20x speed-up needs the whole "
-                 f"second fit under {a['wall_s'] / 20:.1f} s, so skipping extraction alone cannot reach the target "
-                 "while `fit` re-runs the backbone over val + test and refits the C grid.")
+                 f"second fit under {a['wall_s'] / 20:.1f} s, so the rest of the fit has to shrink too.")
     for key, bare in (("throughput_image", "bare"), ("throughput_text", "bare_sorted")):
         t = res.get(key)
         if t and t[f"ratio_{bare}"] < 0.9:
@@ -607,6 +649,10 @@ def main() -> None:
     ap.add_argument("--ft-lr", type=float, default=2e-4)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: CPU cores available)")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument("--merge", action="store_true",
+                    help="start from benchmarks/out/core.json and replace only the steps given with --only")
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite the BENCHMARKS.md section from benchmarks/out/core.json without measuring")
     args = ap.parse_args()
     args.threads = args.threads or cores()
     args.sizes = [int(v) for v in args.sizes.split(",")]
@@ -616,12 +662,22 @@ def main() -> None:
         args.ft_train, args.ft_val, args.ft_test = 48, 32, 32
     torch.set_num_threads(args.threads)
     only = set(args.only.split(","))
-    res: dict = {"machine": {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "cores": cores(),
-                             "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-                             "load_start": load()},
-                 "args": {k: v for k, v in vars(args).items()}}
     out_json = OUT / ("core-quick.json" if args.quick else "core.json")
+    if args.render_only:
+        res = json.loads(out_json.read_text(encoding="utf-8"))
+        res["notes"] = notes(res)
+        update_section("core", render(res))
+        say(f"re-rendered the core section of {BENCHMARKS_MD} from {out_json}")
+        return
+    machine = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "cores": cores(),
+               "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+               "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "load_start": load()}
+    merged = args.merge and out_json.exists()
+    if merged:  # keep the other steps' numbers; record this partial re-measurement
+        res = json.loads(out_json.read_text(encoding="utf-8"))
+        rec = {"steps": args.only, **machine}
+    else:
+        res = {"machine": machine, "args": {k: v for k, v in vars(args).items()}}
     tmp = Path(tempfile.mkdtemp(prefix="tk-core-"))
     args.tmp = str(tmp)
     say(f"threads {torch.get_num_threads()}, load {load()}, cache dirs under {tmp}")
@@ -639,11 +695,14 @@ def main() -> None:
                 write_json(out_json, res)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    res["machine"]["load_end"] = load()
-    res["machine"]["total_s"] = time.perf_counter() - T_START
+    stamp = rec if merged else res["machine"]
+    stamp["load_end"] = load()
+    stamp["total_s"] = time.perf_counter() - T_START
+    if merged:
+        res.setdefault("remeasured", []).append(rec)
     res["notes"] = notes(res)
     write_json(out_json, res)
-    text = render(res, args)
+    text = render(res)
     print(text)
     if not args.quick and not args.no_write:
         update_section("core", text)
