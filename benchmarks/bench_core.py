@@ -109,6 +109,20 @@ def load() -> str:
         return "n/a"
 
 
+def src_version() -> str:
+    """The commit measured, flagged when src/ has uncommitted changes."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return f"commit {head}" + (" + uncommitted src/ changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+
+
 def digits_dataset() -> Dataset:
     from sklearn.datasets import load_digits
 
@@ -361,6 +375,57 @@ def bench_throughput_image(args, res: dict) -> None:
     res["throughput_image"] = out
 
 
+MALLOC_TUNED = ("glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=17179869184:"
+                "glibc.malloc.top_pad=268435456")
+
+
+def malloc_child(n: int, threads: int) -> None:
+    """Child process: bare forward and pipeline on n digits at 128 px; prints one JSON line."""
+    torch.set_num_threads(threads)
+    bs = 64
+    ds = digits_dataset().subset(np.arange(n))
+    bb = create_backbone(EFF, image_size=128).eval()
+    x = Inputs(ds, bb).batch(np.arange(n))
+    batches = [x[s:s + bs] for s in range(0, n, bs)]
+    _bare(bb, batches[:1])
+    extract_features(bb, Inputs(ds.subset(np.arange(bs)), bb), bs, progress=False)
+    out = {}
+    for _ in range(2):
+        t, u = _bare(bb, batches)
+        if t < out.get("bare_s", 1e9):
+            out.update(bare_s=t, bare_minflt=u["minflt"] / n, bare_sys_share=u["sys_s"] / max(u["cpu_s"], 1e-9))
+        _, t, _, u = _pipeline(bb, ds, bs)
+        if t < out.get("pipeline_s", 1e9):
+            out.update(pipeline_s=t, pipeline_minflt=u["minflt"] / n,
+                       pipeline_sys_share=u["sys_s"] / max(u["cpu_s"], 1e-9))
+    out.update(bare_per_s=n / out["bare_s"], pipeline_per_s=n / out["pipeline_s"])
+    print("MALLOC_CHILD " + json.dumps(out), flush=True)
+
+
+def bench_malloc(args, res: dict) -> None:
+    """The same bare forward and pipeline with glibc's default malloc and with malloc tunables that keep freed
+    memory in the process (fewer page faults), in child processes, alternated."""
+    import subprocess
+
+    n = 128 if args.quick else 640
+    runs: dict[str, list[dict]] = {"default": [], "tuned": []}
+    for _ in range(2):
+        for name in runs:
+            env = dict(os.environ)
+            env.pop("GLIBC_TUNABLES", None)
+            if name == "tuned":
+                env["GLIBC_TUNABLES"] = MALLOC_TUNED
+            p = subprocess.run([sys.executable, __file__, "--malloc-child", str(n), "--threads", str(args.threads)],
+                               env=env, capture_output=True, text=True, check=True)
+            line = next(ln for ln in p.stdout.splitlines() if ln.startswith("MALLOC_CHILD "))
+            runs[name].append(json.loads(line.split(" ", 1)[1]))
+    best = {k: max(v, key=lambda r: r["bare_per_s"]) for k, v in runs.items()}
+    res["malloc"] = {"n": n, "tunables": MALLOC_TUNED, "runs": runs, "best": best,
+                     "bare_speedup": best["tuned"]["bare_per_s"] / best["default"]["bare_per_s"]}
+    say(f"malloc check: bare {best['default']['bare_per_s']:.1f}/s -> {best['tuned']['bare_per_s']:.1f}/s, pipeline "
+        f"{best['default']['pipeline_per_s']:.1f}/s -> {best['tuned']['pipeline_per_s']:.1f}/s with GLIBC_TUNABLES")
+
+
 def bench_throughput_text(args, res: dict, spam: Dataset) -> None:
     bs, ml = 32, 128
     idx = np.sort(np.random.default_rng(0).choice(len(spam), min(args.tp_texts, len(spam)), replace=False))
@@ -445,9 +510,11 @@ def render(res: dict) -> str:
     m = res["machine"]
     L = ["## Core (issue 3)", "",
          f"Command: `cd /work/main && HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_core.py` "
-         f"(run {m['date']}; {m.get('total_s', float('nan')) / 60:.1f} min in all)."
-         + "".join(f" Steps `{r['steps']}` re-measured on {r['date']} with `--only {r['steps']} --merge` "
-                   f"({r['total_s'] / 60:.1f} min, load average {r['load_start']} -> {r['load_end']})."
+         f"(run {m['date']} on {m.get('src', 'an unrecorded src version')}; "
+         f"{m.get('total_s', float('nan')) / 60:.1f} min in all)."
+         + "".join(f" Steps `{r['steps']}` re-measured on {r['date']} on {r.get('src', '?')} with "
+                   f"`--only {r['steps']} --merge` ({r['total_s'] / 60:.1f} min, load average {r['load_start']} -> "
+                   f"{r['load_end']}); their sections below carry those numbers."
                    for r in res.get("remeasured", [])), "",
          f"Machine: {m['cores']} CPU cores ({m['cpu']}), no GPU; torch {m['torch']} with "
          f"{m['torch_threads']} intra-op threads for every measurement (`torch.get_num_threads()` checked after "
@@ -546,6 +613,16 @@ def render(res: dict) -> str:
                      f"{tt['max_abs_diff']:.1e}; from those measured costs alone the ratio would be "
                      f"{tt['ratio_from_overhead']:.1%} (extraction) and {tt['ratio_with_inputs_from_overhead']:.1%} "
                      "(with Inputs)." + usage_note(tt))
+        mc = res.get("malloc")
+        if mc:
+            d, t = mc["best"]["default"], mc["best"]["tuned"]
+            L.append(f"Memory allocator (child processes, first {mc['n']} digits, same model, batch 64 and threads, "
+                     f"best of 2 alternated runs each): with glibc's default malloc the bare forward runs at "
+                     f"{d['bare_per_s']:.1f}/s and the pipeline at {d['pipeline_per_s']:.1f}/s, with "
+                     f"{d['bare_minflt']:,.0f} minor page faults per image and {d['bare_sys_share']:.0%} of CPU time in "
+                     f"the kernel (bare); with `GLIBC_TUNABLES={mc['tunables']}` (freed memory stays in the process) "
+                     f"{t['bare_per_s']:.1f}/s and {t['pipeline_per_s']:.1f}/s, {t['bare_minflt']:,.0f} faults per "
+                     f"image, {t['bare_sys_share']:.0%} kernel time (pipeline/bare {t['pipeline_per_s'] / t['bare_per_s']:.1%}).")
         L.append("")
     if "cached" in res:
         L += ["### 4. Linear probe on cached features (the same fit twice, same `FeatureCache` directory)", "",
@@ -621,12 +698,30 @@ def notes(res: dict) -> list[str]:
                  + "; ".join(f"{k} {t:.1f} s" for k, t in parts) + ". Everything in the first fit except "
                  f"extraction took {v['first_without_extraction_s']:.1f} s, and a 20x speed-up needs the whole "
                  f"second fit under {a['wall_s'] / 20:.1f} s, so the rest of the fit has to shrink too.")
+    mc = res.get("malloc")
+    if mc and mc["bare_speedup"] > 1.2:
+        d = mc["best"]["default"]
+        n.append(f"Images, both paths: with glibc's default malloc, {d['bare_sys_share']:.0%} of the bare forward's CPU "
+                 f"time goes to the kernel ({d['bare_minflt']:,.0f} minor page faults per image): freed activation "
+                 "buffers are returned to the OS and faulted in again on the next batch. Keeping them in the "
+                 f"process (`GLIBC_TUNABLES`, see section 3) made the bare forward {mc['bare_speedup']:.1f}x faster. "
+                 "This is not pipeline overhead (it hits the bare loop equally), but transferkit could set it for "
+                 "its users (e.g. `mallopt` at import or a documented environment variable).")
     for key, bare in (("throughput_image", "bare"), ("throughput_text", "bare_sorted")):
         t = res.get(key)
         if t and t[f"ratio_{bare}"] < 0.9:
-            n.append(f"{key}: pipeline at {t[f'ratio_{bare}']:.1%} of bare; building all batches alone takes "
-                     f"{t['assembly_s']:.2f} s of the pipeline's best {min(t['rounds_s']['pipeline']):.2f} s; "
-                     f"per-round ratios {[round(x, 3) for x in t[f'ratio_{bare}_per_round']]} (machine shared).")
+            tp = min(t["rounds_s"]["pipeline"])
+            msg = (f"{key}: the pipeline runs at {t[f'ratio_{bare}']:.1%} of the bare forward (per round "
+                   f"{', '.join(f'{x:.1%}' for x in t[f'ratio_{bare}_per_round'])}). Building all batches without "
+                   f"a forward (lazy decode + resize to the uint8 store, indexing, normalising, channels_last copy) "
+                   f"takes {t['assembly_s']:.2f} s = {t['assembly_s'] / tp:.1%} of the pipeline's {tp:.2f} s")
+            if "faults_per_sample" in t:
+                f, sh = t["faults_per_sample"], t["sys_share_of_cpu"]
+                msg += (f"; the rest of the gap comes with more page faults ({f['pipeline']:,.0f} vs {f[bare]:,.0f} "
+                        f"per sample, kernel share of CPU {sh['pipeline']:.0%} vs {sh[bare]:.0%}): every batch "
+                        "allocates fresh input tensors (the float copy, the normalised tensor and its channels_last "
+                        "copy), which the default allocator hands back to the OS and faults in again")
+            n.append(msg + ".")
     return n
 
 
@@ -653,8 +748,12 @@ def main() -> None:
                     help="start from benchmarks/out/core.json and replace only the steps given with --only")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite the BENCHMARKS.md section from benchmarks/out/core.json without measuring")
+    ap.add_argument("--malloc-child", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.threads = args.threads or cores()
+    if args.malloc_child:
+        malloc_child(args.malloc_child, args.threads)
+        return
     args.sizes = [int(v) for v in args.sizes.split(",")]
     if args.quick:
         args.epochs, args.reps, args.tp_texts, args.chunks, args.sizes = 1, 1, 64, 2, [32]
@@ -671,7 +770,8 @@ def main() -> None:
         return
     machine = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "cores": cores(),
                "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-               "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "load_start": load()}
+               "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "load_start": load(),
+               "src": src_version()}
     merged = args.merge and out_json.exists()
     if merged:  # keep the other steps' numbers; record this partial re-measurement
         res = json.loads(out_json.read_text(encoding="utf-8"))
@@ -683,7 +783,8 @@ def main() -> None:
     say(f"threads {torch.get_num_threads()}, load {load()}, cache dirs under {tmp}")
     spam = spam_dataset()
     try:
-        steps = [("throughput", lambda: (bench_throughput_image(args, res), bench_throughput_text(args, res, spam))),
+        steps = [("throughput", lambda: (bench_throughput_image(args, res), bench_throughput_text(args, res, spam),
+                                         bench_malloc(args, res))),
                  ("digits", lambda: bench_digits(args, res, tmp)),
                  ("spam", lambda: bench_spam(args, res, tmp, spam)),
                  ("cached", lambda: bench_cached(args, res, spam))]  # reuses the first probes of digits and spam
