@@ -152,3 +152,17 @@ def test_invalid_study_config(tmp_path, kw, match):
         StudyConfig(out=str(tmp_path), **kw).validate()
     with pytest.raises(ConfigError):
         parse_budget("lots")
+
+
+def test_probe_features_are_extracted_once_for_all_seeds(tmp_path, study_data):
+    cfg = _cfg(tmp_path / "once")
+    cfg.strategies = ["linear-probe"]
+    study = Study(cfg, data=study_data, progress=False)
+    summary = study.run()
+    # one cache look-up for the whole dataset, not one per seed and split
+    assert study.cache.hits + study.cache.misses == 1
+    assert len(summary["cells"]) == len(BUDGETS) * len(SEEDS)
+    (spec, full), = study._features.items()
+    assert len(full) == len(study_data)
+    split = study._split_indices(1)
+    assert np.array_equal(study._probe_features(spec, split)["test"], full[split["test"]])

@@ -90,7 +90,7 @@ class Study:
         (self.out / "cells").mkdir(parents=True, exist_ok=True)
         self._check_settings()
         self.cache = FeatureCache()
-        self._features: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        self._features: dict[str, np.ndarray] = {}
 
     def settings(self) -> dict[str, Any]:
         """What a finished cell depends on (besides its own strategy/backbone/budget/seed)."""
@@ -119,21 +119,22 @@ class Study:
                                       outputs[:, 0] * labels["target_std"] + labels["target_mean"])
         return classification_metrics(y, softmax(outputs), labels["classes"])
 
-    def _probe_features(self, backbone_spec: str, seed: int, parts: dict[str, Dataset]) -> dict[str, np.ndarray]:
-        key = (backbone_spec, seed)
-        if key not in self._features:
+    def _probe_features(self, backbone_spec: str, split: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Frozen features of every example, extracted once per backbone and shared by all seeds' splits."""
+        if backbone_spec not in self._features:
             from ..backbones import create_backbone
             from ..engine.inputs import Inputs
 
             b = self.cfg.base
             bb = create_backbone(backbone_spec, image_size=b.image_size, max_length=b.max_length)
-            self._features[key] = {name: self.cache.get_or_compute(bb, Inputs(ds, bb), max(b.batch_size, 64),
-                                                                   f"extract {name}", progress=self.progress)
-                                   for name, ds in parts.items()}
-        return self._features[key]
+            self._features[backbone_spec] = self.cache.get_or_compute(
+                bb, Inputs(self.data, bb), max(b.batch_size, 64), f"extract {backbone_spec}", progress=self.progress)
+        feats = self._features[backbone_spec]
+        return {name: feats[i] for name, i in split.items()}
 
     def run_cell(self, strategy: str, backbone: str | None, budget: Any, seed: int, parts: dict[str, Dataset],
-                 labels: dict[str, Any], ys: dict[str, np.ndarray]) -> dict[str, Any]:
+                 labels: dict[str, Any], ys: dict[str, np.ndarray],
+                 split: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
         from ..pipeline import fit
         from ..strategies.classical import fit_classical
         from ..strategies.linear_probe import fit_probe
@@ -147,7 +148,7 @@ class Study:
             m = fit_classical(train, ytr, parts["val"], ys["val"], b.task, n_out, seed)
             out = m.outputs(parts["test"])
         elif strategy == "linear-probe":
-            f = self._probe_features(backbone, seed, parts)
+            f = self._probe_features(backbone, split if split is not None else self._split_indices(seed))
             coef, icpt, scaler, _ = fit_probe(f["pool"][idx], ytr, f["val"], ys["val"], b.task, b.probe_grid, n_out,
                                               b.class_weights, seed)
             out = scaler.transform(f["test"]) @ coef.T + icpt
@@ -169,6 +170,12 @@ class Study:
                 "metric": name, "value": float(value), "accuracy": metrics.get("accuracy"),
                 "seconds": time.perf_counter() - t0}
 
+    def _split_indices(self, seed: int) -> dict[str, np.ndarray]:
+        b = self.cfg.base
+        pool_i, val_i, test_i = stratified_split(self.data.y, (b.val_fraction, b.test_fraction), seed,
+                                                 b.task == "classification")
+        return {"pool": pool_i, "val": val_i, "test": test_i}
+
     # -- the grid -------------------------------------------------------------------------------------
     def plan(self) -> list[tuple[str, str | None]]:
         cells = []
@@ -188,10 +195,8 @@ class Study:
         results = []
         with tqdm(total=total, desc="compare", unit="cell", disable=not self.progress) as bar:
             for seed in self.cfg.seeds:
-                pool_i, val_i, test_i = stratified_split(self.data.y, (b.val_fraction, b.test_fraction), seed,
-                                                         b.task == "classification")
-                parts = {"pool": self.data.subset(pool_i), "val": self.data.subset(val_i),
-                         "test": self.data.subset(test_i)}
+                split = self._split_indices(seed)
+                parts = {name: self.data.subset(i) for name, i in split.items()}
                 labels, enc = encode_targets(b, Splits(parts["pool"], parts["val"], parts["test"]))
                 ys = dict(zip(("pool", "val", "test"), enc))
                 for budget in self.cfg.budgets:
@@ -202,7 +207,7 @@ class Study:
                             results.append(json.loads(path.read_text(encoding="utf-8")))
                         else:
                             bar.set_postfix_str(f"{_series(strategy, backbone)} k={budget} seed={seed}")
-                            cell = self.run_cell(strategy, backbone, budget, seed, parts, labels, ys)
+                            cell = self.run_cell(strategy, backbone, budget, seed, parts, labels, ys, split)
                             write_json(path, cell)
                             results.append(cell)
                         bar.update(1)
