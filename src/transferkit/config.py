@@ -58,8 +58,11 @@ class FitConfig:
     head: str = "linear"
     # linear probe
     probe_grid: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0])
+    # choosing what to transfer: comma-separated backbone specs ranked when backbone="auto"
+    candidates: str | None = None
     # engineering
     num_threads: int | None = None
+    engine: str = "eager"  # feature-extraction engine: eager | compiled | onnx
     # where the run goes
     runs_dir: str = "runs"
     name: str | None = None
@@ -93,6 +96,8 @@ class FitConfig:
             raise bad_param("FitConfig", "weight_decay/grad_clip", "a float >= 0", (self.weight_decay, self.grad_clip))
         if self.loss not in ("mse", "huber"):
             raise bad_param("FitConfig", "loss", "'mse' or 'huber'", self.loss)
+        if self.engine not in ("eager", "compiled", "onnx"):
+            raise bad_param("FitConfig", "engine", "'eager', 'compiled' or 'onnx'", self.engine)
         if self.head not in ("linear", "mlp"):
             raise bad_param("FitConfig", "head", "'linear' or 'mlp'", self.head)
         if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 8):

@@ -20,6 +20,8 @@ FIT_HELP = {
     "layer_decay": "layer-wise LR decay per group below the head (1 = none)",
     "probe_grid": "comma-separated C values tried by the linear probe",
     "class_weights": "weight classes inversely to their frequency",
+    "candidates": "comma-separated backbone specs to rank when --backbone auto",
+    "engine": "feature-extraction engine: eager | compiled | onnx (checked against eager)",
     "min_steps": "small data: repeat passes within each epoch until training has at least this many steps",
 }
 
@@ -103,7 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--runs-dir", default="runs/demo")
     demo.add_argument("--fast", action="store_true", help="a smaller, quicker demo")
     sub.add_parser("info", help="list backbone sources, packaged backbones and strategies")
+    for name, mod in _extensions().items():
+        mod.add_parser(sub)
     return ap
+
+
+def _extensions() -> dict:
+    """Sub-commands that live in their own module: ``transferkit.cli.<module>`` with ``COMMAND``,
+    ``add_parser(subparsers)`` and ``run(args) -> int``."""
+    import importlib
+    import pkgutil
+
+    from .. import cli
+
+    found = {}
+    for info in sorted(pkgutil.iter_modules(cli.__path__), key=lambda m: m.name):
+        if info.name in ("main", "__main__"):
+            continue
+        mod = importlib.import_module(f"{cli.__name__}.{info.name}")
+        if hasattr(mod, "COMMAND"):
+            found[mod.COMMAND] = mod
+    return found
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -228,8 +250,6 @@ COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "predict": cmd_predict, "i
             "compare": cmd_compare, "features": cmd_features}
 
 
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -237,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # argparse already printed a one-line usage error
         return int(e.code or 0)
     try:
-        return COMMANDS[args.command](args)
+        handler = COMMANDS.get(args.command) or _extensions()[args.command].run
+        return handler(args)
     except TransferkitError as e:
         print(f"transferkit: error: {e}", file=sys.stderr)
         return e.exit_code
