@@ -166,3 +166,18 @@ def test_probe_features_are_extracted_once_for_all_seeds(tmp_path, study_data):
     assert len(full) == len(study_data)
     split = study._split_indices(1)
     assert np.array_equal(study._probe_features(spec, split)["test"], full[split["test"]])
+
+
+def test_resume_tolerates_config_keys_added_later_with_default_values(finished, study_data, tmp_path):
+    import shutil
+
+    out, summary = finished
+    copy = tmp_path / "older"
+    shutil.copytree(out, copy)
+    settings = json.loads((copy / "study.json").read_text())
+    del settings["base"]["engine"]  # a study written before FitConfig had this key
+    (copy / "study.json").write_text(json.dumps(settings))
+    again = compare(_cfg(copy), data=study_data, progress=False)
+    assert again["gains"] == summary["gains"]
+    with pytest.raises(ConfigError, match="engine"):
+        compare(_cfg(copy, engine="onnx"), data=study_data, progress=False)

@@ -82,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", type=int, default=3)
     cmp_ = sub.add_parser("compare", help="data-efficiency study: transfer vs classical vs scratch across budgets")
     _add_fit_flags(cmp_, exclude=("strategy", "backbone", "name", "overwrite", "runs_dir", "val", "test"))
-    cmp_.add_argument("--strategies", default="classical,scratch,linear-probe,fine-tune,lp-ft",
-                      help="comma-separated: classical, scratch, linear-probe, fine-tune, lp-ft")
+    cmp_.add_argument("--strategies", default=None,
+                      help="comma-separated: classical, scratch, linear-probe, fine-tune, lp-ft, hybrid (text: TF-IDF "
+                           "+ embeddings) (default: all five, plus hybrid for text)")
     cmp_.add_argument("--backbones", default=None, help="comma-separated transfer backbones "
                       "(default: packaged:efficientnet_lite0 for images, packaged:minilm-l6 for text)")
     cmp_.add_argument("--budgets", default="1,5,10,50,all", help="labelled examples per class, fractions, or all")
@@ -212,12 +213,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         raise ConfigError(f"--seeds expects integers like 0,1,2; got {args.seeds!r}.") from None
-    cfg = StudyConfig(base=fit_cfg, strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
+    from ..data import Columns, load_path
+
+    data = load_path(fit_cfg.train, Columns(fit_cfg.text_column, fit_cfg.image_column, fit_cfg.label_column,
+                                            fit_cfg.id_column), fit_cfg.strict, task=fit_cfg.task) \
+        if fit_cfg.train else None
+    if args.strategies:
+        strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    else:
+        strategies = ["classical", "scratch", "linear-probe", "fine-tune", "lp-ft"]
+        if data is not None and data.modality == "text":
+            strategies.append("hybrid")
+    cfg = StudyConfig(base=fit_cfg, strategies=strategies,
                       backbones=backbones or [], budgets=[parse_budget(b) for b in args.budgets.split(",")],
                       seeds=seeds, scratch_backbone=args.scratch_backbone, out=args.out)
     from ..study.compare import Study
 
-    study = Study(cfg, progress=not args.quiet)
+    study = Study(cfg, data, progress=not args.quiet)
     if backbones is None:
         study.cfg.backbones = ["packaged:efficientnet_lite0" if study.data.modality == "image" else "packaged:minilm-l6"]
     summary = study.run()

@@ -19,7 +19,8 @@ from ..runs.store import write_json
 from ..strategies import FeatureCache
 
 BASELINES = ("classical", "scratch")
-TRANSFER = ("linear-probe", "fine-tune", "lp-ft")
+TRANSFER = ("linear-probe", "fine-tune", "lp-ft", "hybrid")
+TEXT_ONLY = ("hybrid",)  # TF-IDF + frozen embeddings
 
 
 @dataclass
@@ -88,6 +89,10 @@ class Study:
             b.train, Columns(b.text_column, b.image_column, b.label_column, b.id_column), b.strict, task=b.task)
         self.out = Path(cfg.out)
         (self.out / "cells").mkdir(parents=True, exist_ok=True)
+        for s in cfg.strategies:
+            if s in TEXT_ONLY and self.data.modality != "text":
+                raise ConfigError(f"Study strategy '{s}' combines TF-IDF with embeddings and needs text data; "
+                                  f"'{self.data.origin or 'the data'}' holds {self.data.modality}s. Remove it.")
         self._check_settings()
         self.cache = FeatureCache()
         self._features: dict[str, np.ndarray] = {}
@@ -103,6 +108,10 @@ class Study:
         now = json.loads(json.dumps(self.settings(), default=str))
         if path.exists():
             old = json.loads(path.read_text(encoding="utf-8"))
+            # keys added to FitConfig after the study started count as their defaults
+            defaults = json.loads(json.dumps(FitConfig().to_dict(), default=str))
+            old["base"] = {**{k: v for k, v in defaults.items() if k not in old["base"]}, **old["base"]}
+            old["base"] = {k: v for k, v in old["base"].items() if k in now["base"]}
             if old != now:
                 diff = sorted(k for k in set(old["base"]) | set(now["base"])
                               if old["base"].get(k) != now["base"].get(k))
@@ -152,6 +161,13 @@ class Study:
             coef, icpt, scaler, _ = fit_probe(f["pool"][idx], ytr, f["val"], ys["val"], b.task, b.probe_grid, n_out,
                                               b.class_weights, seed)
             out = scaler.transform(f["test"]) @ coef.T + icpt
+        elif strategy == "hybrid":
+            from ..strategies.hybrid import fit_hybrid
+
+            f = self._probe_features(backbone, split if split is not None else self._split_indices(seed))
+            m = fit_hybrid(train, f["pool"][idx], ytr, parts["val"], f["val"], ys["val"], b.task, n_out, seed,
+                           b.class_weights)
+            out = m.outputs(parts["test"], f["test"])
         else:
             spec = backbone
             if strategy == "scratch":

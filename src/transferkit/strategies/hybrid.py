@@ -1,0 +1,92 @@
+"""Hybrid text head: TF-IDF word 1-2 grams and frozen sentence embeddings, side by side, one logistic model.
+
+The embeddings are robust-scaled and divided by sqrt(dim), then multiplied by a weight ``w`` so that the two
+blocks are on a comparable scale; ``w`` and the regularisation ``C`` are chosen together on validation. Measured
+on SpamAssassin this early fusion beats both TF-IDF + LR and the embedding probe at small budgets (see
+BENCHMARKS.md), because the lexical block carries rare spam tokens and the embedding block generalises across
+paraphrases."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression, Ridge
+from threadpoolctl import threadpool_limits
+
+from ..data.dataset import Dataset
+from ..engine.loop import validation_score
+from .linear_probe import robust_scaler
+
+WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)  # 0: TF-IDF alone
+GRID = (0.1, 1.0, 10.0, 100.0)
+
+
+@dataclass
+class HybridModel:
+    """A fitted TF-IDF vectoriser, embedding scaler, block weight and linear model."""
+
+    vectorizer: TfidfVectorizer
+    scaler: Any
+    weight: float
+    model: Any
+    task: str
+    n_out: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def design(self, texts: Dataset, features: np.ndarray, weight: float | None = None) -> sp.csr_matrix:
+        if len(texts) != len(features):
+            raise ValueError(f"{len(texts)} texts but {len(features)} feature rows")
+        w = self.weight if weight is None else weight
+        z = self.scaler.transform(features) * (w / np.sqrt(features.shape[1]))
+        return sp.hstack([self.vectorizer.transform(texts.inputs), sp.csr_matrix(z)]).tocsr()
+
+    def _outputs(self, x: sp.csr_matrix, model: Any) -> np.ndarray:
+        if self.task == "regression":
+            return model.predict(x).reshape(-1, 1)
+        logits = np.full((x.shape[0], self.n_out), -1e4)
+        dec = model.decision_function(x)
+        cls = model.classes_.astype(int)
+        if dec.ndim == 1:
+            logits[:, cls[0]], logits[:, cls[1]] = 0.0, dec
+        else:
+            logits[:, cls] = dec
+        return logits
+
+    def outputs(self, texts: Dataset, features: np.ndarray) -> np.ndarray:
+        """Logits (classification) or the standardised target (regression)."""
+        return self._outputs(self.design(texts, features), self.model)
+
+
+def fit_hybrid(train: Dataset, f_train: np.ndarray, y_train: np.ndarray, val: Dataset, f_val: np.ndarray,
+               y_val: np.ndarray, task: str, n_out: int, seed: int = 0, class_weights: bool = False,
+               weights: tuple[float, ...] = WEIGHTS, grid: tuple[float, ...] = GRID) -> HybridModel:
+    """Fit on ``train``; choose the embedding weight and C together on ``val``."""
+    if train.modality != "text":
+        raise ValueError("the hybrid head combines TF-IDF with embeddings and needs text data")
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(train.inputs)
+    m = HybridModel(vec, robust_scaler(f_train), 1.0, None, task, n_out)
+    scores: dict[str, float] = {}
+    best = None
+    with threadpool_limits(1, user_api="blas"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for w in weights:
+            xtr, xva = m.design(train, f_train, w), m.design(val, f_val, w)
+            for C in grid:
+                if task == "regression":
+                    est = Ridge(alpha=1.0 / C).fit(xtr, y_train)
+                else:
+                    est = LogisticRegression(C=C, max_iter=2000, random_state=seed,
+                                             class_weight="balanced" if class_weights else None).fit(xtr, y_train)
+                s = validation_score(m._outputs(xva, est), y_val, task)
+                scores[f"w={w:g},C={C:g}"] = s
+                if best is None or s > best[0]:
+                    best = (s, w, C, est)
+    m.weight, m.model = best[1], best[3]
+    m.details = {"weight": best[1], "chosen_C": best[2], "val_scores": scores,
+                 "features": f"tfidf word 1-2 grams ({len(vec.vocabulary_)} terms) + {f_train.shape[1]}-d embeddings"}
+    return m
