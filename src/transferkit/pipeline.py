@@ -161,6 +161,7 @@ def fit(config: FitConfig, train: Dataset | None = None, val: Dataset | None = N
         ctx = FitContext(c, backbone, tr_in, ytr, va_in, yva, n_out, cw,
                          (writer.dir / "tensorboard") if writer else None, cache or FeatureCache(), progress,
                          test=te_in)
+        ctx.cache.engine, n_records = c.engine, len(ctx.cache.engine_records)  # engine for cache misses
         t0 = time.perf_counter()
         result = STRATEGIES.get(c.strategy)(ctx)
         fit_seconds = time.perf_counter() - t0
@@ -176,6 +177,8 @@ def fit(config: FitConfig, train: Dataset | None = None, val: Dataset | None = N
                    "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
                    "data_issues": {k: v for k, v in splits.train.counts.items() if v},
                    "lineage": getattr(backbone, "lineage", [])}
+        if len(ctx.cache.engine_records) > n_records:  # engine, parity with eager, fallback (probe / lp-ft)
+            details["extraction_engine"] = ctx.cache.engine_records[n_records:]
         log.info("test metrics: %s", {k: v for k, v in test_eval.metrics.items() if isinstance(v, float)})
         fr = FitResult(None, model, labels, test_eval.metrics, val_eval.metrics, details)
         if writer is None:

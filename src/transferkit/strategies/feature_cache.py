@@ -13,6 +13,7 @@ import torch
 from ..backbones.base import Backbone
 from ..engine.extract import extract_features
 from ..engine.inputs import Inputs
+from ..engine.runtimes import engine_identity, get_runtime
 
 
 def default_cache_dir() -> Path:
@@ -32,21 +33,26 @@ def weights_hash(module: torch.nn.Module) -> str:
 class FeatureCache:
     """Frozen features keyed by everything that determines them; atomic writes."""
 
-    def __init__(self, root: str | Path | None = None, enabled: bool = True) -> None:
+    def __init__(self, root: str | Path | None = None, enabled: bool = True, engine: str = "eager") -> None:
         self.root = Path(root) if root else default_cache_dir()
         self.enabled = enabled
+        self.engine = engine  # feature-extraction engine for misses (eager | compiled | onnx | onnx-int8)
+        self.engine_records: list[dict] = []  # what each extraction ran, with its parity against eager
         self.hits = 0
         self.misses = 0
 
-    def key(self, backbone: Backbone, inputs: Inputs, kind: str = "features") -> str:
+    def key(self, backbone: Backbone, inputs: Inputs, kind: str = "features", engine: str = "eager") -> str:
         parts = {"spec": backbone.meta.spec, "weights": weights_hash(backbone), "kind": kind,
                  "pre": backbone.describe_preprocessing(), "data": inputs.ds.content_hash()}
+        if engine != "eager":  # eager keys stay as they were, so existing caches still hit
+            parts["engine"] = engine_identity(engine)
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
     def get_or_compute(self, backbone: Backbone, inputs: Inputs, batch_size: int = 64, desc: str = "features",
-                       source_logits: bool = False, progress: bool = True) -> np.ndarray:
+                       source_logits: bool = False, progress: bool = True, engine: str | None = None) -> np.ndarray:
         kind = "source_logits" if source_logits else "features"
-        path = self.root / f"{self.key(backbone, inputs, kind)}.npy" if self.enabled else None
+        engine = engine or self.engine
+        path = self.root / f"{self.key(backbone, inputs, kind, engine)}.npy" if self.enabled else None
         if path is not None and path.exists():
             try:
                 feats = np.load(path, allow_pickle=False)
@@ -56,7 +62,9 @@ class FeatureCache:
             except (OSError, ValueError):
                 pass  # a corrupt entry is recomputed and replaced
         self.misses += 1
-        feats = extract_features(backbone, inputs, batch_size, desc, source_logits, progress)
+        run = get_runtime(backbone, engine, source_logits)
+        feats = extract_features(backbone, inputs, batch_size, desc, source_logits, progress, engine=run)
+        self.engine_records.append(run.record())
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")

@@ -1,0 +1,356 @@
+"""Feature-extraction engines: one frozen backbone run by eager PyTorch, ``torch.compile`` or ONNX Runtime.
+
+``get_runtime(backbone, "onnx")`` wraps a backbone for inference. Every engine other than eager checks itself
+against eager PyTorch on its first batch (largest absolute difference and cosine per row) and raises a
+one-line ``ConfigError`` when they disagree; an engine that cannot be set up (no compiler, an operator the
+exporter does not know) falls back to eager with a warning. ``Runtime.record()`` says what ran, for the run
+record; ``engine_identity`` names it for the feature-cache key.
+
+Engines: ``eager`` (the backbone as is; images are channels_last), ``compiled`` (``torch.compile``),
+``onnx`` (``torch.onnx.export`` with dynamic batch and sequence length, cached on disk by weights hash,
+run by ONNX Runtime's CPU provider with as many intra-op threads as torch), ``onnx-int8`` (the same
+graph with dynamically quantised int8 MatMul weights, per channel: meant for text encoders).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..backbones.base import Backbone
+from ..errors import ConfigError
+from ..registry import Registry
+
+log = logging.getLogger("transferkit")
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How one engine's outputs compare with eager PyTorch's on the same batch."""
+
+    max_abs_diff: float
+    min_cosine: float
+    mean_cosine: float
+    rows: int
+    ok: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare_outputs(ref: np.ndarray, out: np.ndarray) -> tuple[float, float, float]:
+    """(max |ref - out|, min and mean row cosine) of two [N, D] arrays."""
+    ref = np.asarray(ref, dtype=np.float64).reshape(len(ref), -1)
+    out = np.asarray(out, dtype=np.float64).reshape(len(out), -1)
+    if ref.shape != out.shape:
+        return float("inf"), -1.0, -1.0
+    diff = float(np.abs(ref - out).max()) if ref.size else 0.0
+    num = (ref * out).sum(1)
+    den = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    cos = np.where(den > 0, num / np.maximum(den, 1e-30), np.where(np.abs(ref - out).max(1) == 0, 1.0, 0.0))
+    return diff, float(cos.min(initial=1.0)), float(cos.mean()) if cos.size else 1.0
+
+
+class Runtime:
+    """Runs a backbone (or its source head) for inference. Subclasses override ``_setup`` and ``_run``."""
+
+    name = "eager"
+    # Parity tolerance against eager: largest |difference| relative to max(1, largest |eager output|),
+    # and the smallest (and mean) row cosine.
+    max_rel_diff = 1e-3
+    min_cosine = 0.9999
+    min_mean_cosine = 0.9999
+
+    def __init__(self, backbone: Backbone, source_logits: bool = False) -> None:
+        self.backbone = backbone
+        self.source_logits = source_logits
+        self.parity: Parity | None = None
+        self.fallback: str | None = None
+        self.setup_seconds = 0.0
+        self._ready = False
+
+    # -- what subclasses implement ------------------------------------------------------------------------
+    def _setup(self, batch: Any) -> None:
+        """Prepare the engine from an example batch (compile, export, open a session)."""
+
+    def _run(self, batch: Any) -> torch.Tensor:
+        return self.eager(batch)
+
+    # -- shared behaviour ---------------------------------------------------------------------------------
+    def eager(self, batch: Any) -> torch.Tensor:
+        return self.backbone.source_logits(batch) if self.source_logits else self.backbone(batch)
+
+    def __call__(self, batch: Any) -> torch.Tensor:
+        if self._ready:
+            return self.eager(batch) if self.fallback else self._run(batch)
+        return self._first(batch)
+
+    def _first(self, batch: Any) -> torch.Tensor:
+        """Set up on the first batch, fall back to eager if that fails, then check parity against eager."""
+        self._ready = True
+        if self.name == "eager":
+            return self.eager(batch)
+        t0 = time.perf_counter()
+        try:
+            self._setup(batch)
+            out = self._run(batch)
+        except Exception as e:  # noqa: BLE001 - any engine failure means: use eager instead
+            first = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()
+            reason = f"{type(e).__name__}: {first[0] if first else ''}"[:300]
+            self.fallback = reason
+            self.setup_seconds = time.perf_counter() - t0
+            warnings.warn(f"Extraction engine '{self.name}' could not run backbone '{self.backbone.meta.spec}' "
+                          f"({reason}); falling back to eager PyTorch.", RuntimeWarning, stacklevel=3)
+            return self.eager(batch)
+        self.setup_seconds = time.perf_counter() - t0
+        ref = self.eager(batch)
+        self.parity = self._check(ref, out)
+        return out
+
+    def _check(self, ref: torch.Tensor, out: torch.Tensor) -> Parity:
+        r, o = ref.detach().float().numpy(), out.detach().float().numpy()
+        diff, cmin, cmean = compare_outputs(r, o)
+        scale = max(1.0, float(np.abs(r).max()) if r.size else 1.0)
+        ok = diff <= self.max_rel_diff * scale and cmin >= self.min_cosine and cmean >= self.min_mean_cosine
+        parity = Parity(diff, cmin, cmean, len(r), bool(ok))
+        if not ok:
+            raise ConfigError(
+                f"Extraction engine '{self.name}' disagrees with eager PyTorch on backbone "
+                f"'{self.backbone.meta.spec}' (max abs diff {diff:.3g}, min cosine {cmin:.4f}, mean cosine "
+                f"{cmean:.4f}; allowed {self.max_rel_diff * scale:.3g} / {self.min_cosine} / "
+                f"{self.min_mean_cosine}). Use --engine eager.")
+        log.info("engine %s parity on %d rows: max abs diff %.3g, min cosine %.6f", self.name, len(r), diff, cmin)
+        return parity
+
+    def record(self) -> dict[str, Any]:
+        """What ran: engine, identity, parity with eager, fallback reason, set-up time."""
+        return {**engine_identity(self.name), "ran": "eager" if self.fallback else self.name,
+                "parity": self.parity.to_dict() if self.parity else None, "fallback": self.fallback,
+                "setup_seconds": round(self.setup_seconds, 3)}
+
+
+ENGINES: Registry[type[Runtime]] = Registry(
+    "extraction engine", " Choose eager, compiled or onnx (onnx-int8 for text), e.g. --engine onnx.")
+ENGINES.register("eager", "PyTorch eager mode (images channels_last); the reference")(Runtime)
+
+
+@ENGINES.register("compiled", "torch.compile (inductor); falls back to eager with a warning if it cannot")
+class CompiledRuntime(Runtime):
+    name = "compiled"
+
+    def _setup(self, batch: Any) -> None:
+        fn = self.backbone.source_logits if self.source_logits else self.backbone.forward
+        # Text batches change length every batch: compile for dynamic shapes once instead of recompiling.
+        self._fn = torch.compile(fn, dynamic=isinstance(batch, dict) or None)
+
+    def _run(self, batch: Any) -> torch.Tensor:
+        return self._fn(batch)
+
+
+class _ExportedImage(nn.Module):
+    """Image tensor in, the backbone's features (or source logits) out: what ONNX export traces."""
+
+    def __init__(self, backbone: Backbone, source_logits: bool) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.source_logits = source_logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.source_logits(x) if self.source_logits else self.backbone(x)
+
+
+class _ExportedText(_ExportedImage):
+    """Token ids and attention mask in (the text collator's two keys), features out."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.backbone({"input_ids": input_ids, "attention_mask": attention_mask})
+
+
+_TEXT_KEYS = ["input_ids", "attention_mask"]
+
+
+def onnx_cache_dir() -> Path:
+    """``$TRANSFERKIT_ONNX_CACHE``, else an ``onnx/`` folder inside the feature cache directory."""
+    env = os.environ.get("TRANSFERKIT_ONNX_CACHE")
+    if env:
+        return Path(env)
+    from ..strategies.feature_cache import default_cache_dir
+
+    return default_cache_dir() / "onnx"
+
+
+def _example(batch: Any) -> tuple[list[str] | None, tuple[torch.Tensor, ...]]:
+    """Positional example inputs, made at least 2 wide in every dynamic axis (export specialises 0 and 1)."""
+    if isinstance(batch, dict):
+        if sorted(batch) != sorted(_TEXT_KEYS):
+            raise ValueError(f"ONNX export takes text batches with keys {_TEXT_KEYS}, got {sorted(batch)}")
+        keys = list(_TEXT_KEYS)
+        xs = tuple(batch[k].clone() for k in keys)
+        if xs[0].shape[1] < 2:
+            xs = tuple(torch.cat([x, torch.zeros_like(x[:, :1])], 1) for x in xs)  # padding (mask 0)
+    else:
+        keys, xs = None, (batch.clone().contiguous(),)
+    if xs[0].shape[0] < 2:
+        xs = tuple(torch.cat([x, x]) for x in xs)
+    return keys, xs
+
+
+@ENGINES.register("onnx", "torch.onnx export (dynamic batch / length), run by ONNX Runtime on CPU")
+class OnnxRuntime(Runtime):
+    name = "onnx"
+    quantize = False
+
+    def _setup(self, batch: Any) -> None:
+        import onnxruntime as ort
+
+        with torch.inference_mode(False):
+            keys, xs = _example(batch)
+        path = self._model_path(keys, xs)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(1, torch.get_num_threads())
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self._names = [i.name for i in self._session.get_inputs()]
+        self._keys = keys
+        self.model_path = path
+
+    def _model_path(self, keys: list[str] | None, xs: tuple[torch.Tensor, ...]) -> Path:
+        """The exported (and maybe quantised) model, built once per weights / preprocessing / engine."""
+        from ..strategies.feature_cache import weights_hash
+
+        b = self.backbone
+        parts = {"spec": b.meta.spec, "weights": weights_hash(b), "pre": b.describe_preprocessing(),
+                 "source_logits": self.source_logits, "keys": keys,
+                 "static": [list(x.shape[2:]) if keys is None else [] for x in xs], **engine_identity(self.name)}
+        key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+        root = onnx_cache_dir()
+        path = root / f"{key}.onnx"
+        if path.exists():
+            return path
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=root) as tmp:
+            fp32 = Path(tmp) / "model.onnx"
+            self._export(keys, xs, fp32)
+            final = fp32
+            if self.quantize:
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                final = Path(tmp) / "model.int8.onnx"
+                with _quiet():
+                    quantize_dynamic(str(fp32), str(final), weight_type=QuantType.QInt8, per_channel=True,
+                                     op_types_to_quantize=["MatMul", "Gemm"])
+            os.replace(final, path)
+        return path
+
+    def _export(self, keys: list[str] | None, xs: tuple[torch.Tensor, ...], path: Path) -> None:
+        module = (_ExportedImage if keys is None else _ExportedText)(self.backbone, self.source_logits).eval()
+        batch = torch.export.Dim("batch", min=1)
+        if keys is None:
+            dyn: tuple[dict[int, Any], ...] = ({0: batch},)
+            names = ["x"]
+        else:
+            length = torch.export.Dim("length", min=1, max=max(int(self.backbone.meta.max_length or 512), 2))
+            dyn = tuple({0: batch, 1: length} for _ in keys)
+            names = list(keys)
+        with _quiet(), torch.inference_mode(False), torch.no_grad():
+            torch.onnx.export(module, xs, str(path), input_names=names, output_names=["features"],
+                              dynamic_shapes=dyn, dynamo=True, optimize=True, verbose=False, external_data=False)
+
+    def _run(self, batch: Any) -> torch.Tensor:
+        if self._keys is None:
+            feeds = {self._names[0]: batch.contiguous().numpy()}
+        else:
+            feeds = {n: batch[k].numpy() for n, k in zip(self._names, self._keys)}
+        return torch.from_numpy(self._session.run(None, feeds)[0])
+
+
+@ENGINES.register("onnx-int8", "onnx with dynamic int8 quantisation of MatMul weights (text encoders)")
+class OnnxInt8Runtime(OnnxRuntime):
+    name = "onnx-int8"
+    quantize = True
+    # int8 weights change the features a little: checked by cosine only (the issue's bar: cosine >= 0.98).
+    max_rel_diff = float("inf")
+    min_cosine = 0.95
+    min_mean_cosine = 0.98
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporter's and quantiser's progress prints and warnings."""
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def engine_identity(engine: str) -> dict[str, Any]:
+    """What names an engine's features in the cache key: its name and the versions that shape its output."""
+    cls = ENGINES.get(engine)
+    ident: dict[str, Any] = {"engine": cls.name, "torch": torch.__version__.split("+")[0]}
+    if issubclass(cls, OnnxRuntime):
+        try:
+            import onnxruntime
+
+            ident["onnxruntime"] = onnxruntime.__version__
+        except ImportError:
+            ident["onnxruntime"] = None
+        ident["quantize"] = "int8-dynamic-per-channel" if cls.quantize else None
+    return ident
+
+
+# The last few runtimes, per (backbone object, engine, head, weights state): exporting or compiling happens
+# once per fit, and a backbone whose weights changed in place (fine-tuning) gets a fresh one. Bounded, so
+# that backbones of finished fits are not kept alive.
+_RUNTIMES: OrderedDict[tuple, Runtime] = OrderedDict()
+_MAX_RUNTIMES = 4
+
+
+def _weights_state(module: nn.Module) -> tuple:
+    return tuple((t.data_ptr(), t._version) for t in module.state_dict().values())
+
+
+def get_runtime(backbone: Backbone, engine: str = "eager", source_logits: bool = False) -> Runtime:
+    """The (memoised) runtime of ``engine`` for ``backbone``.
+
+    Raises:
+        ConfigError: unknown engine name (with a suggestion).
+    """
+    cls = ENGINES.get(engine)
+    if cls is Runtime:
+        return Runtime(backbone, source_logits)
+    key = (id(backbone), engine, source_logits, _weights_state(backbone))
+    rt = _RUNTIMES.get(key)
+    if rt is None or rt.backbone is not backbone:
+        for k in [k for k in _RUNTIMES if k[:3] == key[:3]]:
+            del _RUNTIMES[k]  # the same backbone with older weights
+        rt = _RUNTIMES[key] = cls(backbone, source_logits)
+        while len(_RUNTIMES) > _MAX_RUNTIMES:
+            _RUNTIMES.popitem(last=False)
+    _RUNTIMES.move_to_end(key)
+    return rt
+
+
+def clear_runtimes() -> None:
+    """Forget every memoised runtime (and the backbones they hold)."""
+    _RUNTIMES.clear()
