@@ -63,6 +63,7 @@ class FitConfig:
     # engineering
     num_threads: int | None = None
     engine: str = "eager"  # feature-extraction engine: eager | compiled | onnx
+    precision: str = "fp32"  # training arithmetic: fp32 | bf16 (autocast; fast on CPUs with native bf16)
     # where the run goes
     runs_dir: str = "runs"
     name: str | None = None
@@ -75,7 +76,15 @@ class FitConfig:
         if self.task not in {t.value for t in Task}:
             raise bad_param("FitConfig", "task", "'classification' or 'regression'", self.task)
         STRATEGIES.get(self.strategy)
-        parse_spec(self.backbone)
+        if self.backbone == "auto":  # chosen by transferability ranking among the candidates (transferkit.ranking)
+            for spec in (self.candidates or "").split(","):
+                if spec.strip():
+                    parse_spec(spec.strip())
+        else:
+            parse_spec(self.backbone)
+        if "auto" in (self.backbone, self.strategy) and self.task != "classification":
+            raise ConfigError(f"backbone/strategy 'auto' ranks candidates for classification; task {self.task!r} "
+                              "needs an explicit --backbone and --strategy.")
         for name, lo in (("epochs", 1), ("batch_size", 1), ("accumulate", 1), ("patience", 1)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
@@ -96,6 +105,8 @@ class FitConfig:
             raise bad_param("FitConfig", "weight_decay/grad_clip", "a float >= 0", (self.weight_decay, self.grad_clip))
         if self.loss not in ("mse", "huber"):
             raise bad_param("FitConfig", "loss", "'mse' or 'huber'", self.loss)
+        if self.precision not in ("fp32", "bf16"):
+            raise bad_param("FitConfig", "precision", "'fp32' or 'bf16'", self.precision)
         if self.engine not in ("eager", "compiled", "onnx"):
             raise bad_param("FitConfig", "engine", "'eager', 'compiled' or 'onnx'", self.engine)
         if self.head not in ("linear", "mlp"):

@@ -84,3 +84,32 @@ def test_regression_training_fits_standardised_target(digits):
     assert hist.best_metric > before
     assert validation_score(predict_outputs(model, va), z[90:], "regression") == pytest.approx(hist.best_metric,
                                                                                                  abs=1e-5)
+
+
+def test_bf16_precision_runs_under_autocast_and_keeps_fp32_weights(tiny, monkeypatch):
+    model, tr, ytr, va, yva = tiny
+    seen = []
+    real = torch.nn.Conv2d.forward
+
+    def spy(self, x):
+        out = real(self, x)
+        seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", spy)
+    train_model(model, tr, ytr, va, yva, TrainSettings(epochs=1, batch_size=8, precision="bf16"), progress=False)
+    assert torch.bfloat16 in seen  # convolutions ran in bf16
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    fp32 = predict_outputs(model, va)
+    bf16 = predict_outputs(model, va, precision="bf16")
+    assert fp32.dtype == bf16.dtype == np.float32
+    assert np.abs(fp32 - bf16).max() > 0  # a different arithmetic, not silently fp32
+    assert (fp32.argmax(1) == bf16.argmax(1)).mean() >= 0.8
+
+
+def test_fit_config_rejects_unknown_precision():
+    from transferkit.config import FitConfig
+    from transferkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="precision"):
+        FitConfig(precision="fp8").validate()

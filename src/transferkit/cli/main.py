@@ -22,6 +22,7 @@ FIT_HELP = {
     "class_weights": "weight classes inversely to their frequency",
     "candidates": "comma-separated backbone specs to rank when --backbone auto",
     "engine": "feature-extraction engine: eager | compiled | onnx (checked against eager)",
+    "precision": "training arithmetic: fp32 | bf16 (CPU autocast; about 2x faster on CPUs with native bf16)",
     "min_steps": "small data: repeat passes within each epoch until training has at least this many steps",
 }
 

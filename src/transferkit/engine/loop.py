@@ -38,6 +38,7 @@ class TrainSettings:
     seed: int = 0
     min_steps: int = 0  # small data: repeat passes within an epoch until epochs x steps >= min_steps
     freeze_bn_stats: bool = False  # keep BatchNorm running statistics (and eval-mode normalisation) fixed
+    precision: str = "fp32"  # "bf16": forward/backward under CPU autocast (weights, optimiser and loss stay fp32)
 
 
 @dataclass
@@ -78,13 +79,20 @@ def _freeze_frozen_norms(model: nn.Module, all_norms: bool = False) -> None:
                 m.eval()
 
 
+def autocast(precision: str):
+    """CPU autocast context for ``precision`` ("fp32" = plain arithmetic)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 @torch.inference_mode()
-def predict_outputs(model: TransferModel, inputs: Inputs, batch_size: int = 64) -> np.ndarray:
+def predict_outputs(model: TransferModel, inputs: Inputs, batch_size: int = 64, precision: str = "fp32") -> np.ndarray:
     """Raw head outputs (logits, or the standardised regression value) in dataset order."""
     model.eval()
     out: np.ndarray | None = None
     for idx in inputs.order(batch_size, shuffle=False):
-        o = model(inputs.batch(idx)).float().numpy()
+        with autocast(precision):
+            o = model(inputs.batch(idx))
+        o = o.float().numpy()
         if out is None:
             out = np.empty((len(inputs), o.shape[1]), dtype=np.float32)
         out[idx] = o
@@ -138,7 +146,7 @@ def train_model(model: TransferModel, train: Inputs, y_train: np.ndarray, val: I
         writer = SummaryWriter(str(log_dir))
     hist, best_state, step, bad = History(), None, 0, 0
     if eval_initial:
-        hist.best_metric = validation_score(predict_outputs(model, val, s.batch_size * 2), y_val, s.task)
+        hist.best_metric = validation_score(predict_outputs(model, val, s.batch_size * 2, s.precision), y_val, s.task)
         hist.best_epoch = 0
         best_state = copy.deepcopy(model.state_dict())
     for epoch in range(1, s.epochs + 1):
@@ -149,7 +157,8 @@ def train_model(model: TransferModel, train: Inputs, y_train: np.ndarray, val: I
         with tqdm(total=len(train) * passes, desc=f"{desc} {epoch}/{s.epochs}", unit="ex", disable=not progress,
                   leave=False) as bar:
             for b_i, idx in enumerate(batches):
-                out = model(train.batch(idx))
+                with autocast(s.precision):
+                    out = model(train.batch(idx)).float()
                 target = ytr[torch.as_tensor(idx)]
                 loss = loss_fn(out[:, 0], target) if s.task == "regression" else loss_fn(out, target)
                 (loss / s.accumulate).backward()
@@ -165,7 +174,7 @@ def train_model(model: TransferModel, train: Inputs, y_train: np.ndarray, val: I
                 seen += len(idx)
                 bar.update(len(idx))
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-        metric = validation_score(predict_outputs(model, val, s.batch_size * 2), y_val, s.task)
+        metric = validation_score(predict_outputs(model, val, s.batch_size * 2, s.precision), y_val, s.task)
         rec = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "val_metric": metric,
                "seconds": time.perf_counter() - t0, "examples_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
         hist.epochs.append(rec)

@@ -40,7 +40,8 @@ class FitContext:
                           layer_decay=c.layer_decay, freeze=c.freeze, warmup=c.warmup, grad_clip=c.grad_clip,
                           accumulate=c.accumulate, patience=c.patience, min_steps=c.min_steps,
                           label_smoothing=c.label_smoothing,
-                          class_weights=self.class_weights, task=c.task, loss=c.loss, seed=c.seed)
+                          class_weights=self.class_weights, task=c.task, loss=c.loss, seed=c.seed,
+                          precision=c.precision)
         for k, v in overrides.items():
             setattr(s, k, v)
         return s
