@@ -1,6 +1,7 @@
 """fit: data -> splits -> backbone -> strategy -> evaluation -> run directory. The spine of the CLI and API."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -114,7 +115,7 @@ def evaluate_model(model: TransferModel, inputs: Inputs, y_enc: np.ndarray, labe
 @dataclass
 class FitResult:
     run_dir: Path | None
-    model: TransferModel
+    model: TransferModel | None  # None when strategy "auto" chose the classical baseline (then in details["auto"])
     labels: dict[str, Any]
     metrics: dict[str, Any]
     val_metrics: dict[str, Any]
@@ -131,7 +132,7 @@ def fit(config: FitConfig, train: Dataset | None = None, val: Dataset | None = N
     started = time.time()
     seed_everything(c.seed)
     set_threads(c.num_threads)
-    name = c.name or f"{c.strategy}-{c.backbone.split(':', 1)[1].replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = c.name or f"{c.strategy}-{c.backbone.split(':', 1)[-1].replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     writer = RunWriter(c.runs_dir, name, c.overwrite) if save else None
     handler = None
     try:
@@ -144,6 +145,17 @@ def fit(config: FitConfig, train: Dataset | None = None, val: Dataset | None = N
         labels, (ytr, yva, yte) = encode_targets(c, splits)
         log.info("data: train %d, val %d, test %d (%s)", len(splits.train), len(splits.val), len(splits.test),
                  splits.note or "given")
+        choice = ranking = None
+        if c.backbone == "auto":  # choose by transferability ranking on the training split (transferkit.ranking)
+            from .ranking.auto import choose_for_fit
+
+            choice, ranking = choose_for_fit(splits.train, c.candidates, c.strategy, c.image_size, c.max_length,
+                                             c.seed, cache, progress)
+            log.info("auto: %s", choice.reason)
+            if choice.strategy == "classical":
+                return _fit_classical_choice(c, splits, labels, (ytr, yva, yte), choice, ranking, writer, started,
+                                             name)
+            c = dataclasses.replace(c, backbone=choice.backbone)
         backbone = create_backbone(c.backbone, pretrained=True, image_size=c.image_size, max_length=c.max_length,
                                    seed=c.seed if c.backbone.startswith("scratch:") else None)
         if splits.train.modality != backbone.meta.modality:
@@ -163,7 +175,13 @@ def fit(config: FitConfig, train: Dataset | None = None, val: Dataset | None = N
                          test=te_in)
         ctx.cache.engine, n_records = c.engine, len(ctx.cache.engine_records)  # engine for cache misses
         t0 = time.perf_counter()
-        result = STRATEGIES.get(c.strategy)(ctx)
+        if choice is not None:
+            from .ranking.auto import run_choice
+
+            result = run_choice(ctx, choice, ranking, dataclasses.replace)
+        else:
+            result = STRATEGIES.get(c.strategy)(ctx)
+        c = ctx.config  # "auto" resolved to the strategy (and freeze) it chose; saved so the run reproduces
         fit_seconds = time.perf_counter() - t0
         model = result.model
         if labels["task"] == "regression":
@@ -205,3 +223,42 @@ def fit(config: FitConfig, train: Dataset | None = None, val: Dataset | None = N
         if handler is not None:
             log.removeHandler(handler)
             handler.close()
+
+
+def _fit_classical_choice(c: FitConfig, splits: Splits, labels: dict[str, Any], ys: tuple[np.ndarray, ...],
+                          choice: Any, ranking: Any, writer: Any, started: float, name: str) -> FitResult:
+    """``auto`` chose the classical baseline: fit it on the same splits, evaluate, and write the report and metrics.
+    The run holds no ``model.safetensors`` (the baseline is not a backbone + head), so it cannot be loaded later."""
+    from .backbones.base import BackboneMeta
+    from .evaluation.report import write_run_report
+    from .runs.store import write_json
+    from .strategies.classical import fit_classical
+
+    ytr, yva, yte = ys
+    n_out = len(labels["classes"])
+    t0 = time.perf_counter()
+    m = fit_classical(splits.train, ytr, splits.val, yva, c.task, n_out, c.seed)
+    fit_seconds = time.perf_counter() - t0
+    test_eval = evaluate_model(None, None, yte, labels, outputs=m.outputs(splits.test))
+    val_eval = evaluate_model(None, None, yva, labels, outputs=m.outputs(splits.val))
+    details = {"classical": m.details, "fit_seconds": fit_seconds, "preprocess_seconds": 0.0,
+               "split_note": splits.note,
+               "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+               "data_issues": {k: v for k, v in splits.train.counts.items() if v}, "lineage": [],
+               "auto": {**choice.to_dict(), "freeze": 0, "ranking": ranking.table(), "ranking_metric": ranking.metric}}
+    log.info("test metrics: %s", {k: v for k, v in test_eval.metrics.items() if isinstance(v, float)})
+    fr = FitResult(None, None, labels, test_eval.metrics, val_eval.metrics, details)
+    if writer is None:
+        return fr
+    meta = BackboneMeta(spec="classical", modality=splits.train.modality, feature_dim=0, source="classical",
+                        pretrained=False, licence="n/a", extra={"features": m.details.get("features")})
+    (writer.dir / "config.yaml").write_text(c.to_yaml(), encoding="utf-8")
+    write_json(writer.dir / "labels.json", labels)
+    write_json(writer.dir / "metrics.json", {"test": test_eval.metrics, "val": val_eval.metrics, "details": details})
+    write_run_report(writer.dir, dataclasses.replace(c, strategy="classical"), meta, labels, test_eval, None, details)
+    for h in list(log.handlers):
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == writer.dir:
+            log.removeHandler(h)
+            h.close()
+    fr.run_dir = writer.commit()
+    return fr

@@ -16,17 +16,26 @@ def _fmt(v: Any) -> str:
 def write_run_report(directory: Path, c: FitConfig, meta: BackboneMeta, labels: dict[str, Any], ev, history,
                      details: dict[str, Any]) -> Path:
     m = ev.metrics
-    lines = [f"# transferkit run: {directory.name.split('.partial')[0].lstrip('.')}", "",
-             f"- backbone: `{meta.spec}` ({meta.source}, {'pretrained' if meta.pretrained else 'random init'}, "
-             f"{meta.feature_dim}-d features, licence {meta.licence})",
-             f"- strategy: `{c.strategy}`; task: {c.task}; seed: {c.seed}",
+    backbone_line = (f"- backbone: none, the classical baseline ({meta.extra.get('features')} + logistic regression); "
+                     "no model file is saved" if meta.source == "classical" else
+                     f"- backbone: `{meta.spec}` ({meta.source}, {'pretrained' if meta.pretrained else 'random init'}, "
+                     f"{meta.feature_dim}-d features, licence {meta.licence})")
+    lines = [f"# transferkit run: {directory.name.split('.partial')[0].lstrip('.')}", "", backbone_line,
+             f"- strategy: `{c.strategy}`" + (f" (freeze {c.freeze})" if c.freeze else "") +
+             f"; task: {c.task}; seed: {c.seed}",
              f"- data: train {details['sizes']['train']}, validation {details['sizes']['val']}, "
              f"test {details['sizes']['test']}" + (f" ({details['split_note']})" if details.get("split_note") else ""),
              f"- fit time: {details['fit_seconds']:.1f} s"]
     for i, step in enumerate(details.get("lineage") or []):
         lines.append(f"- {'started from' if i == 0 else 'which started from'} run `{step['run']}` "
                      f"({step['strategy']} on `{step['backbone']}`, data `{step.get('train')}`)")
+    auto = details.get("auto")
+    if auto:  # why `auto` chose this backbone and strategy (transferkit.ranking.auto)
+        lines.append(f"- chosen by `auto`: {auto['reason']}")
     lines.append("")
+    if auto and auto.get("ranking"):
+        lines += [f"## Transferability ranking ({auto.get('ranking_metric', 'logme')}, training split)", "",
+                  *auto["ranking"], ""]
     issues = details.get("data_issues") or {}
     if issues:
         lines += ["**Data issues:** " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in issues.items()), ""]
@@ -57,6 +66,7 @@ def write_run_report(directory: Path, c: FitConfig, meta: BackboneMeta, labels: 
                   f"misses {probe['cache_misses']}).", ""]
     lines += ["## Reproduce", "", "```", f"transferkit fit --config {directory.name.split('.partial')[0].lstrip('.')}"
               "/config.yaml --overwrite", "```", "",
+              "Files: `config.yaml`, `labels.json`, `metrics.json`, `fit.log`." if meta.source == "classical" else
               "Files: `model.safetensors`, `config.yaml`, `labels.json`, `backbone.json`, `metrics.json`, "
               "`history.json`, `fit.log`, `tensorboard/`.", ""]
     path = directory / "report.md"

@@ -16,4 +16,14 @@ STRATEGIES.register("fine-tune", "train all layers (or all but the bottom --free
     fit_fine_tune)
 STRATEGIES.register("lp-ft", "linear probe first, then fine-tune from that head (Kumar et al., 2022)")(fit_lp_ft)
 
+
+def _fit_auto(ctx: FitContext) -> StrategyResult:
+    from ..ranking.auto import fit_auto
+
+    return fit_auto(ctx)
+
+
+STRATEGIES.register("auto", "choose linear-probe / lp-ft / fine-tune / frozen-K from LogME and labels per class")(
+    _fit_auto)
+
 __all__ = ["STRATEGIES", "FitContext", "StrategyResult", "FeatureCache"]

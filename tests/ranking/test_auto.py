@@ -1,0 +1,109 @@
+"""The `auto` rule (a pure function of a ranking and labels per class) and `auto` through fit()."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import stratified_pick
+from transferkit.config import FitConfig
+from transferkit.data import Dataset, from_arrays
+from transferkit.errors import ConfigError
+from transferkit.pipeline import fit
+from transferkit.ranking.auto import FEW_LABELS, MANY_LABELS, STRONG_MARGIN, decide, transfer_strategy
+from transferkit.ranking.rank import BASELINE, CandidateScore, Ranking
+
+
+def ranking(modality: str, backbone_score: float, baseline_score: float = 0.0, k: int = 10) -> Ranking:
+    e = [CandidateScore("packaged:x", backbone_score, {"logme": backbone_score}, 1.0, 64),
+         CandidateScore(BASELINE, baseline_score, {"logme": baseline_score}, 0.1, 64, True, "pixels 8x8 + LR")]
+    e.sort(key=lambda c: -c.score)
+    return Ranking("logme", tuple(e), 100, 10, k, modality)
+
+
+@pytest.mark.parametrize("k,margin,strategy", [
+    (1, 0.5, "lp-ft"), (FEW_LABELS - 1, 0.05, "lp-ft"),
+    (FEW_LABELS, 0.05, "fine-tune"), (MANY_LABELS - 1, STRONG_MARGIN - 0.01, "fine-tune"),
+    (FEW_LABELS, STRONG_MARGIN, "frozen-k"), (MANY_LABELS - 1, 1.0, "frozen-k"),
+    (MANY_LABELS, 1.0, "fine-tune"), (1000, 0.01, "fine-tune"),
+])
+def test_transfer_branch(k, margin, strategy):
+    c = decide(ranking("image", margin), k)
+    assert (c.backbone, c.strategy) == ("packaged:x", strategy)
+    assert c.margin == pytest.approx(margin) and c.labels_per_class == k
+    assert c.fit_strategy == ("fine-tune" if strategy == "frozen-k" else strategy)
+    assert (c.freeze_fraction > 0) == (strategy == "frozen-k")
+    assert "packaged:x" in c.reason and f"{k} label" in c.reason
+
+
+@pytest.mark.parametrize("modality,k,backbone,strategy", [
+    ("image", 1, None, "classical"), ("image", 4, None, "classical"), ("image", 5, "scratch:cnn", "fine-tune"),
+    ("text", 5, None, "classical"), ("text", 10000, None, "classical"),
+])
+def test_no_transfer_branch(modality, k, backbone, strategy):
+    c = decide(ranking(modality, -0.2, 0.1), k)
+    assert (c.backbone, c.strategy) == (backbone, strategy)
+    assert c.reason.startswith("no transfer: the classical baseline (pixels 8x8 + LR, logme 0.1000) ranks above")
+    assert c.margin == pytest.approx(-0.3)
+
+
+def test_fixed_backbone_only_chooses_the_strategy_and_warns():
+    c = decide(ranking("image", -0.2, 0.1), 60, choose_backbone=False, backbone="packaged:x")
+    assert (c.backbone, c.strategy) == ("packaged:x", "fine-tune")
+    assert "backbone fixed" in c.reason and "Warning: the classical baseline ranks above" in c.reason
+
+
+def test_config_accepts_auto_and_checks_candidates():
+    FitConfig(backbone="auto", strategy="auto", candidates="scratch:cnn, packaged:efficientnet_lite0").validate()
+    with pytest.raises(ConfigError, match="source prefix"):
+        FitConfig(backbone="auto", candidates="scratch:cnn,efficientnet").validate()
+    with pytest.raises(ConfigError, match="classification"):
+        FitConfig(backbone="auto", task="regression").validate()
+    with pytest.raises(ConfigError, match="Did you mean 'auto'"):
+        FitConfig(strategy="atuo").validate()
+
+
+@pytest.fixture(scope="module")
+def digits120(digits):
+    X, y = digits
+    idx = stratified_pick(y, 12, seed=3)
+    return from_arrays(X[idx], y[idx])
+
+
+def test_fit_strategy_auto_with_fixed_backbone_writes_reason(digits120, tmp_path):
+    cfg = FitConfig(backbone="scratch:cnn", strategy="auto", image_size=16, epochs=1, min_steps=0, num_threads=1,
+                    runs_dir=str(tmp_path), name="auto-fixed")
+    r = fit(cfg, train=digits120, progress=False)
+    auto = r.details["auto"]
+    assert auto["labels_per_class"] == 8  # 12 per class, minus validation and test
+    assert auto["strategy"] == transfer_strategy(8, auto["margin"])[0] == "fine-tune"
+    saved = yaml.safe_load((r.run_dir / "config.yaml").read_text())
+    assert saved["strategy"] == "fine-tune"  # resolved, so the run reproduces
+    report = (r.run_dir / "report.md").read_text()
+    assert "chosen by `auto`: backbone fixed to `scratch:cnn`" in report and "## Transferability ranking" in report
+
+
+def test_fit_backbone_auto_picks_from_candidates(digits120, tmp_path):
+    cfg = FitConfig(backbone="auto", strategy="linear-probe", candidates="scratch:cnn", image_size=16,
+                    num_threads=1, runs_dir=str(tmp_path), name="auto-backbone")
+    r = fit(cfg, train=digits120, progress=False)
+    assert r.details["auto"]["backbone"] == "scratch:cnn" and r.model is not None
+    assert yaml.safe_load((r.run_dir / "config.yaml").read_text())["backbone"] == "scratch:cnn"
+    assert "ranks first among the backbones" in (r.run_dir / "report.md").read_text()
+
+
+def test_fit_auto_chooses_the_classical_baseline_when_it_ranks_first(spam_records, tmp_path):
+    """Short spam texts with a random-init Transformer as the only candidate: TF-IDF ranks first, k is small,
+    so `auto` fits the classical baseline and says why."""
+    texts = [f"{r['subject']}\n{r['body']}" for r in spam_records]
+    ds = Dataset("text", texts, np.asarray([r["label"] for r in spam_records], dtype=object))
+    cfg = FitConfig(backbone="auto", strategy="auto", candidates="scratch:transformer", max_length=32,
+                    runs_dir=str(tmp_path), name="auto-classical", num_threads=1)
+    r = fit(cfg, train=ds, progress=False)
+    auto = r.details["auto"]
+    assert (auto["backbone"], auto["strategy"]) == (None, "classical") and r.model is None
+    assert r.metrics["accuracy"] > 0.7
+    report = (r.run_dir / "report.md").read_text()
+    assert "the classical baseline (tfidf word 1-2 grams + logistic regression); no model file" in report
+    assert "chosen by `auto`: no transfer" in report
+    assert (r.run_dir / "metrics.json").exists() and not (r.run_dir / "model.safetensors").exists()
