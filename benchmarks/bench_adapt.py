@@ -1,0 +1,241 @@
+"""Issue 7 benchmarks: unsupervised domain adaptation, every method against source-only, 3 seeds.
+
+  A. MNIST (2,000 images of ../shared/data/mnist10k.npz) -> scikit-learn digits (8x8 upsampled);
+     target split per seed into an unlabelled half (adaptation) and a labelled half (test only)
+  B. digits (all 1,797) -> MNIST (2,000 images: 1,000 unlabelled, 1,000 test)
+  C. SpamAssassin older collection (easy-ham-1, spam-1) -> newer (easy-ham-2, hard-ham-1, spam-2),
+     frozen MiniLM features (feature cache) + trainable MLP bottleneck and head
+
+Usage: HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_adapt.py [--only A,B,C] [--seeds 0,1,2]
+Each finished (study, seed, method) cell is saved under benchmarks/out/adapt/<study>/ (re-running resumes);
+the tables go between <!-- adapt:start --> and <!-- adapt:end --> of BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+OUT = ROOT / "benchmarks" / "out" / "adapt"
+sys.path.insert(0, str(ROOT / "src"))
+
+from transferkit.adapt import AdaptConfig, adapt  # noqa: E402
+from transferkit.adapt.selection import CRITERIA, choose, oracle  # noqa: E402
+from transferkit.data import Dataset, from_arrays, stratified_split  # noqa: E402
+
+METHODS = ["source-only", "adabn", "coral", "mmd", "dann", "cdan", "mcc", "self-training", "dann+mcc"]
+
+
+def _mnist() -> tuple[np.ndarray, np.ndarray]:
+    z = np.load(DATA / "mnist10k.npz")
+    return z["images"], z["labels"]
+
+
+def _halves(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    a, b = stratified_split(y, (0.5,), seed)
+    return a, b
+
+
+def study_a(seed: int) -> tuple[Dataset, Dataset, Dataset]:
+    from sklearn.datasets import load_digits
+
+    x, y = _mnist()
+    src = np.random.default_rng(seed).permutation(len(y))[:2000]
+    d = load_digits()
+    unl, test = _halves(d.target, seed)
+    return (from_arrays(x[src], y[src]), from_arrays(d.images[unl], d.target[unl], value_max=16),
+            from_arrays(d.images[test], d.target[test], value_max=16))
+
+
+def study_b(seed: int) -> tuple[Dataset, Dataset, Dataset]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x, y = _mnist()
+    pick = np.random.default_rng(100 + seed).permutation(len(y))[:2000]
+    unl, test = _halves(y[pick], seed)
+    return (from_arrays(d.images, d.target, value_max=16), from_arrays(x[pick[unl]], y[pick[unl]]),
+            from_arrays(x[pick[test]], y[pick[test]]))
+
+
+def study_c(seed: int) -> tuple[Dataset, Dataset, Dataset]:
+    rows = [json.loads(line) for line in gzip.open(DATA / "spamassassin.jsonl.gz", "rt", encoding="utf-8")]
+    old = [r for r in rows if r["group"] in ("easy-ham-1", "spam-1")]
+    new = [r for r in rows if r["group"] in ("easy-ham-2", "hard-ham-1", "spam-2")]
+
+    def ds(rs: list[dict]) -> Dataset:
+        return Dataset("text", [f"{r['subject']}\n{r['body']}" for r in rs],
+                       np.asarray([r["label"] for r in rs], dtype=object), origin="spamassassin")
+
+    target = ds(new)
+    unl, test = _halves(target.y, seed)
+    return ds(old), target.subset(unl), target.subset(test)
+
+
+STUDIES = {
+    "A": ("MNIST -> digits (scratch:cnn, 28 px, end to end)", study_a,
+          dict(backbone="scratch:cnn", image_size=28, epochs=2, batch_size=32, lr=1e-3)),
+    "B": ("digits -> MNIST (scratch:cnn, 28 px, end to end)", study_b,
+          dict(backbone="scratch:cnn", image_size=28, epochs=2, batch_size=32, lr=1e-3)),
+    "C": ("SpamAssassin old -> new (frozen MiniLM-L6 features + MLP bottleneck)", study_c,
+          dict(backbone="packaged:minilm-l6", max_length=128, features="frozen", epochs=10, batch_size=32, lr=1e-3)),
+}
+
+
+def run_cell(key: str, seed: int, method: str, data, settings: dict, baseline, out: Path):
+    cfg = AdaptConfig(method=method, seed=seed, num_threads=1, checkpoints=3, plot_points=300 if seed == 0 else 0,
+                      runs_dir=str(out / "runs"), name=f"s{seed}-{method.replace('+', '_')}", overwrite=True,
+                      **settings)
+    t0 = time.perf_counter()
+    r = adapt(cfg, *data, progress=False, save=(seed == 0), baseline=baseline)
+    cell = {"study": key, "seed": seed, "method": method, "seconds": time.perf_counter() - t0,
+            "accuracy": r.metrics["adapted"]["accuracy"], "macro_f1": r.metrics["adapted"]["macro_f1"],
+            "source_only_accuracy": r.metrics["source_only"]["accuracy"],
+            "source_only_macro_f1": r.metrics["source_only"]["macro_f1"],
+            "a_distance": r.metrics["a_distance"], "oracle": r.metrics["oracle"],
+            "candidates": r.candidates,
+            "source_only_candidates": [{k: v for k, v in c.items() if k not in ("state", "test_probs")}
+                                       for c in r.baseline.candidates]}
+    return cell, r.baseline
+
+
+def ms(v: list[float]) -> str:
+    return f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+
+
+def table(cells: list[dict]) -> list[str]:
+    seeds = sorted({c["seed"] for c in cells})
+    by = {(c["method"], c["seed"]): c for c in cells}
+    base = {s: by[("source-only", s)] for s in seeds if ("source-only", s) in by}
+    lines = ["| method | target accuracy | target macro-F1 | Δ accuracy vs source-only | beats source-only? | "
+             "proxy A-distance before → after | oracle-checkpoint accuracy | s / run |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in METHODS:
+        cs = [by[(m, s)] for s in seeds if (m, s) in by]
+        if not cs:
+            continue
+        acc = [c["accuracy"] for c in cs]
+        f1 = [c["macro_f1"] for c in cs]
+        delta = [c["accuracy"] - base[c["seed"]]["accuracy"] for c in cs if c["seed"] in base]
+        if m == "source-only":
+            verdict = "(baseline)"
+        else:
+            mean, sd = float(np.mean(delta)), float(np.std(delta))
+            wins = sum(d > 0 for d in delta)
+            verdict = (f"**yes** ({wins}/{len(delta)} seeds)" if mean > sd and wins == len(delta) else
+                       f"no, worse ({wins}/{len(delta)} seeds better)" if mean < 0 else
+                       f"not clearly ({wins}/{len(delta)} seeds better)")
+        ad = f"{np.mean([c['a_distance']['before'] for c in cs]):.2f} → {np.mean([c['a_distance']['after'] for c in cs]):.2f}"
+        orc = [c["oracle"]["adapted"]["accuracy"] for c in cs]
+        lines.append(f"| {m} | {ms(acc)} | {ms(f1)} | {'' if m == 'source-only' else ms(delta)} | {verdict} | "
+                     f"{ad} | {ms(orc)} | {np.mean([c['seconds'] for c in cs]):.0f} |")
+    return lines
+
+
+def selection_table(cells: list[dict]) -> list[str]:
+    """For each criterion: the target accuracy it achieves (mean over all cells) vs the oracle checkpoint."""
+    lines = ["| criterion | mean target accuracy of the chosen checkpoint | gap to oracle | picks the oracle's checkpoint |",
+             "|---|---|---|---|"]
+    orc_acc = []
+    for c in cells:
+        cand = c["candidates"]
+        orc_acc.append(cand[oracle(cand)]["oracle"]["accuracy"])
+    for crit in CRITERIA:
+        accs, hits = [], 0
+        for c in cells:
+            cand = c["candidates"]
+            i = choose(cand, crit)
+            accs.append(cand[i]["oracle"]["accuracy"])
+            hits += cand[i]["oracle"]["accuracy"] >= cand[oracle(cand)]["oracle"]["accuracy"] - 1e-12
+        lines.append(f"| `{crit}` | {np.mean(accs):.4f} | {np.mean(accs) - np.mean(orc_acc):+.4f} | "
+                     f"{hits}/{len(cells)} |")
+    lines.append(f"| oracle (peeks at target test labels) | {np.mean(orc_acc):.4f} | 0 | {len(cells)}/{len(cells)} |")
+    return lines
+
+
+def method_choice(cells: list[dict], criterion: str = "dev") -> list[str]:
+    """Choosing the method itself per seed, from all methods' candidates pooled, by the criterion vs oracle."""
+    out = []
+    for s in sorted({c["seed"] for c in cells}):
+        pool = [(c["method"], x) for c in cells if c["seed"] == s for x in c["candidates"]]
+        i = choose([x for _, x in pool], criterion)
+        j = oracle([x for _, x in pool])
+        out.append(f"seed {s}: `{criterion}` picks {pool[i][0]} (target acc {pool[i][1]['oracle']['accuracy']:.3f}); "
+                   f"oracle {pool[j][0]} ({pool[j][1]['oracle']['accuracy']:.3f})")
+    return out
+
+
+def update_section(text: str, key: str = "adapt") -> None:
+    """Replace the block between <!-- KEY:start --> and <!-- KEY:end --> (append it if missing)."""
+    path = ROOT / "BENCHMARKS.md"
+    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    block = f"{start}\n{text}\n{end}"
+    new = (old[: old.index(start)] + block + old[old.index(end) + len(end):] if start in old
+           else old.rstrip() + "\n\n" + block + "\n")
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(new, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="A,B,C")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = [m for m in args.methods.split(",") if m]
+    sections = []
+    for key in [k.strip() for k in args.only.split(",") if k.strip()]:
+        title, make, settings = STUDIES[key]
+        out = OUT / key
+        (out / "cells").mkdir(parents=True, exist_ok=True)
+        cells = []
+        for seed in seeds:
+            data, baseline = None, None
+            for method in methods:
+                path = out / "cells" / f"s{seed}-{method.replace('+', '_')}.json"
+                if path.exists():
+                    cells.append(json.loads(path.read_text()))
+                    continue
+                data = data or make(seed)
+                cell, baseline = run_cell(key, seed, method, data, settings, baseline, out)
+                path.write_text(json.dumps(cell, default=float))
+                cells.append(cell)
+                print(f"{key} seed {seed} {method:<14} acc {cell['accuracy']:.4f} (source-only "
+                      f"{cell['source_only_accuracy']:.4f}) {cell['seconds']:.0f} s", flush=True)
+        s = settings
+        sections += [f"### {key}. {title}", "",
+                     f"Seeds {', '.join(map(str, seeds))}; {s['epochs']} epochs over the source, batch {s['batch_size']} "
+                     f"per domain, lr {s['lr']:g}, trade-off 1, checkpoints chosen by `dev` (no target labels). "
+                     "Target accuracy on the labelled target test half, mean ± std over seeds; Δ is paired per seed. "
+                     "\"beats source-only\" = yes only if every seed improves and the mean gain exceeds its std.", ""]
+        sections += table(cells) + ["", "Model selection without target labels (all method × seed runs above, "
+                                    "3 checkpoints each):", ""] + selection_table(cells) + [""]
+        sections += ["Choosing the method as well (all methods' checkpoints pooled per seed): "
+                     + "; ".join(method_choice(cells)) + ".", ""]
+    header = ["## Domain adaptation (issue 7)", "",
+              f"Command: `HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_adapt.py` "
+              f"({time.strftime('%Y-%m-%d')}, 2 shared CPU cores, 1 torch thread). Every method starts from the same "
+              "initialisation and batch order as source-only for its seed.", ""]
+    text = "\n".join(header + sections)
+    print(text)
+    if not args.no_write:
+        update_section(text, "adapt")
+
+
+if __name__ == "__main__":
+    main()
