@@ -101,3 +101,34 @@ def test_compare_refuses_hybrid_on_images(tmp_path, digits, capsys):
              "--seeds", "0", "--out", tmp_path / "s")
     assert rc == 2
     assert "needs text data" in one_line_error(capsys.readouterr().err)
+
+
+def test_fit_hybrid_run_saves_and_predicts_the_same_outputs(tmp_path, spam_jsonl):
+    from transferkit.config import FitConfig
+    from transferkit.engine.inputs import Inputs
+    from transferkit.engine.loop import predict_outputs
+    from transferkit.pipeline import fit
+    from transferkit.runs import load_run
+
+    cfg = FitConfig(backbone="scratch:transformer", strategy="hybrid", train=str(spam_jsonl),
+                    text_column="subject,body", max_length=32, runs_dir=str(tmp_path), name="hyb")
+    r = fit(cfg, progress=False)
+    assert r.metrics["macro_f1"] > 0.7
+    run = load_run(r.run_dir)
+    assert run.model.lexical is not None and len(run.model.lexical.vocabulary) > 100
+    assert (r.run_dir / "lexical_vocabulary.json").exists()
+    # the folded model reproduces the strategy's own test outputs (lexical branch + embedding head)
+    from transferkit.pipeline import load_splits
+
+    splits = load_splits(cfg)
+    out = predict_outputs(run.model, Inputs(splits.test, run.model.backbone))
+    preds = np.asarray(run.labels["classes"])[out.argmax(1)]
+    acc = float((preds == np.asarray(splits.test.y)).mean())
+    assert acc == pytest.approx(r.metrics["accuracy"], abs=1e-9)
+    assert rc_predict(run, tmp_path) == 0
+
+
+def rc_predict(run, tmp_path):
+    texts = tmp_path / "mails.txt"
+    texts.write_text("Cheap meds online, click here to claim your prize\nMeeting notes for Friday\n")
+    return cli("predict", run.path, texts, "-o", tmp_path / "pred.csv")

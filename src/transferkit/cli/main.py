@@ -10,7 +10,7 @@ from ..errors import ConfigError, TransferkitError
 
 FIT_HELP = {
     "backbone": "backbone spec, e.g. packaged:efficientnet_lite0, timm:resnet18, hf:DIR (see `transferkit info`)",
-    "strategy": "linear-probe | fine-tune | lp-ft",
+    "strategy": "linear-probe | fine-tune | lp-ft | hybrid (text) | auto",
     "task": "classification | regression",
     "train": "image folder (one sub-folder per class) or CSV/JSONL/Parquet table",
     "val": "validation data (default: split from train)",

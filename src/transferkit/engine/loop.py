@@ -92,7 +92,10 @@ def predict_outputs(model: TransferModel, inputs: Inputs, batch_size: int = 64, 
     for idx in inputs.order(batch_size, shuffle=False):
         with autocast(precision):
             o = model(inputs.batch(idx))
-        o = o.float().numpy()
+        o = o.float()
+        if getattr(model, "lexical", None) is not None:
+            o = model.add_lexical([inputs.ds.inputs[i] for i in idx], o)
+        o = o.numpy()
         if out is None:
             out = np.empty((len(inputs), o.shape[1]), dtype=np.float32)
         out[idx] = o

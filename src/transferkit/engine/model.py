@@ -25,6 +25,13 @@ class TransferModel(nn.Module):
         self.head = make_head(backbone.meta.feature_dim, n_out, head)
         self.register_buffer("target_mean", torch.zeros(()))
         self.register_buffer("target_std", torch.ones(()))
+        self.lexical: nn.Module | None = None  # optional engine.lexical.LexicalHead, added to the outputs
+
+    def add_lexical(self, texts, outputs):
+        """Add the lexical branch's outputs (if any) for the raw ``texts`` of a batch."""
+        if self.lexical is None:
+            return outputs
+        return outputs + torch.as_tensor(self.lexical.outputs(texts), dtype=outputs.dtype)
 
     def forward(self, batch: Any) -> torch.Tensor:
         return self.head(self.backbone(batch))

@@ -86,6 +86,8 @@ class RunWriter:
 
 def save_model_files(directory: Path, model: TransferModel, config: FitConfig, labels: dict[str, Any]) -> None:
     save_model(model, str(directory / "model.safetensors"))
+    if model.lexical is not None:
+        model.lexical.save_vocabulary(directory)
     (directory / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
     meta = model.backbone.meta.to_dict()
     meta["preprocessing"] = model.backbone.describe_preprocessing()
@@ -148,6 +150,9 @@ def load_run(path: str | Path) -> LoadedRun:
     n_out = len(labels["classes"]) if "classes" in labels else 1
     head = info.get("head", config.head)
     model = TransferModel(backbone, n_out, head)
+    from ..engine.lexical import LexicalHead
+
+    model.lexical = LexicalHead.load_vocabulary(p, n_out)
     load_model(model, str(p / "model.safetensors"), strict=True)
     model.eval()
     return LoadedRun(p, config, model, labels, info)

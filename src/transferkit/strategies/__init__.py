@@ -17,6 +17,16 @@ STRATEGIES.register("fine-tune", "train all layers (or all but the bottom --free
 STRATEGIES.register("lp-ft", "linear probe first, then fine-tune from that head (Kumar et al., 2022)")(fit_lp_ft)
 
 
+def _fit_hybrid(ctx: FitContext) -> StrategyResult:
+    from .hybrid import fit_hybrid_strategy
+
+    return fit_hybrid_strategy(ctx)
+
+
+STRATEGIES.register("hybrid", "text: TF-IDF 1-2 grams + frozen embeddings in one linear model, tuned on validation")(
+    _fit_hybrid)
+
+
 def _fit_auto(ctx: FitContext) -> StrategyResult:
     from ..ranking.auto import fit_auto
 

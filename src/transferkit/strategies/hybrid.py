@@ -90,3 +90,53 @@ def fit_hybrid(train: Dataset, f_train: np.ndarray, y_train: np.ndarray, val: Da
     m.details = {"weight": best[1], "chosen_C": best[2], "val_scores": scores,
                  "features": f"tfidf word 1-2 grams ({len(vec.vocabulary_)} terms) + {f_train.shape[1]}-d embeddings"}
     return m
+
+
+def fit_hybrid_strategy(ctx):
+    """The ``hybrid`` fit strategy: frozen backbone embeddings + TF-IDF in one linear model. The embedding block
+    is folded into the model's linear head and the TF-IDF block becomes its lexical branch, so the saved run
+    predicts like any other."""
+    import time
+
+    import torch
+
+    from ..engine.lexical import LexicalHead
+    from ..engine.model import TransferModel
+    from ..errors import ConfigError
+    from .base import StrategyResult
+    from .linear_probe import _full_coef
+
+    if ctx.train.is_image:
+        raise ConfigError("Strategy 'hybrid' combines TF-IDF with embeddings and needs text data; "
+                          "use linear-probe, lp-ft or fine-tune for images.")
+    t0 = time.perf_counter()
+    bs = max(ctx.config.batch_size, 64)
+    f_tr = ctx.cache.get_or_compute(ctx.backbone, ctx.train, bs, "extract train", progress=ctx.progress)
+    f_va = ctx.cache.get_or_compute(ctx.backbone, ctx.val, bs, "extract val", progress=ctx.progress)
+    t1 = time.perf_counter()
+    h = fit_hybrid(ctx.train.ds, f_tr, ctx.y_train, ctx.val.ds, f_va, ctx.y_val, ctx.task, ctx.n_out,
+                   ctx.config.seed, ctx.config.class_weights)
+    v = len(h.vectorizer.vocabulary_)
+    if ctx.task == "regression":
+        coef, icpt = h.model.coef_.reshape(1, -1), np.atleast_1d(h.model.intercept_)
+    else:
+        coef, icpt = _full_coef(h.model, ctx.n_out)
+    # embedding block: logits += (w / sqrt(d)) * ((f - center) / scale) @ C_e.T  -> one nn.Linear on f
+    d = f_tr.shape[1]
+    center, scale = h.scaler.mean_, h.scaler.scale_
+    ce = coef[:, v:] * (h.weight / np.sqrt(d)) / scale
+    model = TransferModel(ctx.backbone, ctx.n_out, "linear")
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    lin = model.final_linear()
+    with torch.no_grad():
+        lin.weight.copy_(torch.as_tensor(ce, dtype=torch.float32))
+        lin.bias.copy_(torch.as_tensor(icpt - ce @ center, dtype=torch.float32))
+    model.lexical = LexicalHead.from_vectorizer(h.vectorizer, coef[:, :v])
+    outputs = {"val": h.outputs(ctx.val.ds, f_va).astype(np.float32)}
+    if ctx.test is not None:
+        f_te = ctx.cache.get_or_compute(ctx.backbone, ctx.test, bs, "extract test", progress=ctx.progress)
+        outputs["test"] = h.outputs(ctx.test.ds, f_te).astype(np.float32)
+    details = dict(h.details, extract_seconds=t1 - t0, fit_seconds=time.perf_counter() - t1,
+                   cache_hits=ctx.cache.hits, cache_misses=ctx.cache.misses)
+    return StrategyResult(model.eval(), None, details, outputs)
