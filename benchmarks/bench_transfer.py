@@ -85,7 +85,7 @@ def studies(quick: bool) -> dict[str, tuple[StudyConfig, Dataset]]:
     # lp-ft fine-tunes at lr/10 (1e-4 at the head, decayed per layer below it)
     base_txt = FitConfig(num_threads=1, max_length=128, epochs=2, lr=1e-3, batch_size=16, patience=2)
     out["C"] = ("MiniLM -> SpamAssassin", lambda: (StudyConfig(
-        base=base_txt, strategies=["classical", "scratch", "linear-probe", "lp-ft"],
+        base=base_txt, strategies=["classical", "scratch", "linear-probe", "lp-ft", "hybrid"],
         backbones=["packaged:minilm-l6"], budgets=[8, 64] if quick else [8, 64, 256], seeds=seeds[:2],
         out=str(OUT / "C-minilm-to-spam")), spam()))
     return out
