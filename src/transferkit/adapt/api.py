@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..backbones import create_backbone
@@ -178,6 +177,7 @@ def adapt(config: AdaptConfig, source: Dataset | None = None, target: Dataset | 
         if baseline is not None and baseline.key != key:
             raise ConfigError("The baseline passed to adapt() came from different data or training settings; "
                               "drop it (it is retrained) or reuse it only with identical settings.")
+        reused = baseline is not None
         if baseline is None:
             base_c, base_h = train_candidates(model, [], data, settings, 0.0, progress, "source-only")
             baseline = Baseline(key, base_c, base_h)
@@ -214,10 +214,12 @@ def adapt(config: AdaptConfig, source: Dataset | None = None, target: Dataset | 
             metrics["adapted"] = classification_metrics(y_tst, cands[i_sel]["test_probs"], lm.classes)
             metrics["source_only"] = classification_metrics(y_tst, baseline.candidates[i_base]["test_probs"],
                                                             lm.classes)
-            metrics["oracle"] = {"adapted": cands[i_orc]["oracle"], "source_only": baseline.candidates[i_orc_base]["oracle"]}
-        metrics["selection"] = {"chosen": {k: cands[i_sel][k] for k in ("trade_off", "step")},
-                                "chosen_source_only": {k: baseline.candidates[i_base][k] for k in ("trade_off", "step")},
-                                "oracle": None if i_orc is None else {k: cands[i_orc][k] for k in ("trade_off", "step")},
+            metrics["oracle"] = {"adapted": cands[i_orc]["oracle"],
+                                 "source_only": baseline.candidates[i_orc_base]["oracle"]}
+        where = ("trade_off", "step")
+        metrics["selection"] = {"chosen": {k: cands[i_sel][k] for k in where},
+                                "chosen_source_only": {k: baseline.candidates[i_base][k] for k in where},
+                                "oracle": None if i_orc is None else {k: cands[i_orc][k] for k in where},
                                 "scores": cands[i_sel]["scores"]}
         t0 = time.perf_counter()
         s_idx, t_idx = data.score_indices(c.seed)
@@ -228,7 +230,7 @@ def adapt(config: AdaptConfig, source: Dataset | None = None, target: Dataset | 
         details = {"sizes": {"source_train": len(tr_idx), "source_val": len(va_idx), "target": len(tgt),
                              "target_test": len(tst) if tst is not None else 0},
                    "seconds": {"preprocess": prep_seconds, "source_only": baseline_seconds, "method": method_seconds},
-                   "backbone": spec, "model_backbone": model.backbone.meta.spec,
+                   "baseline_reused": reused, "backbone": spec, "model_backbone": model.backbone.meta.spec,
                    "lineage": getattr(backbone, "lineage", [])}
         result = AdaptResult(None, model, labels, metrics, _public(cands), baseline, details)
         log.info("adapt %s: %s", c.method, {k: metrics[k]["accuracy"] for k in ("adapted", "source_only")

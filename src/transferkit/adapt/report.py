@@ -146,8 +146,9 @@ def write_run(directory: Path, c: AdaptConfig, result, data: DomainData, base_mo
              f"target test {d['sizes']['target_test'] or 'none'}"
              + (f" (`{c.target_test}`)" if c.target_test else ""),
              f"- training: {c.epochs} epochs over the source, batch {c.batch_size} per domain, lr {c.lr:g}, "
-             f"{c.checkpoints} checkpoints per training run; time: source-only {d['seconds']['source_only']:.1f} s, "
-             f"method {d['seconds']['method']:.1f} s", ""]
+             f"{c.checkpoints} checkpoints per training run; time: source-only "
+             + ("reused from an earlier call" if d.get("baseline_reused") else f"{d['seconds']['source_only']:.1f} s")
+             + f", method {d['seconds']['method']:.1f} s", ""]
     lines += ["## Target results", ""]
     if "adapted" in m:
         lines += [f"Models chosen without target labels (criterion `{c.select}`); the oracle rows peek at the "
