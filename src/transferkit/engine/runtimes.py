@@ -139,9 +139,12 @@ class Runtime:
 
     def record(self) -> dict[str, Any]:
         """What ran: engine, identity, parity with eager, fallback reason, set-up time."""
-        return {**engine_identity(self.name), "ran": "eager" if self.fallback else self.name,
-                "parity": self.parity.to_dict() if self.parity else None, "fallback": self.fallback,
-                "setup_seconds": round(self.setup_seconds, 3)}
+        rec = {**engine_identity(self.name), "ran": "eager" if self.fallback else self.name,
+               "parity": self.parity.to_dict() if self.parity else None, "fallback": self.fallback,
+               "setup_seconds": round(self.setup_seconds, 3)}
+        if hasattr(self, "exporter"):
+            rec["exporter"] = self.exporter
+        return rec
 
 
 ENGINES: Registry[type[Runtime]] = Registry(
@@ -214,6 +217,7 @@ def _example(batch: Any) -> tuple[list[str] | None, tuple[torch.Tensor, ...]]:
 class OnnxRuntime(Runtime):
     name = "onnx"
     quantize = False
+    exporter = "cached"  # which torch.onnx exporter made the model ("cached": an earlier run did)
 
     def _setup(self, batch: Any) -> None:
         import onnxruntime as ort
@@ -238,7 +242,7 @@ class OnnxRuntime(Runtime):
 
         b = self.backbone
         parts = {"spec": b.meta.spec, "weights": weights_hash(b), "pre": b.describe_preprocessing(),
-                 "source_logits": self.source_logits, "keys": keys,
+                 "source_logits": self.source_logits, "keys": keys, "format": 2,
                  "static": [list(x.shape[2:]) if keys is None else [] for x in xs], **engine_identity(self.name)}
         key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
         root = onnx_cache_dir()
@@ -261,18 +265,29 @@ class OnnxRuntime(Runtime):
         return path
 
     def _export(self, keys: list[str] | None, xs: tuple[torch.Tensor, ...], path: Path) -> None:
+        """TorchScript-based export first (seconds, and a graph ONNX Runtime fuses well); the dynamo exporter
+        (``torch.export``, needs ``onnxscript``) where that fails."""
         module = (_ExportedImage if keys is None else _ExportedText)(self.backbone, self.source_logits).eval()
+        names = ["x"] if keys is None else list(keys)
+        axes = {n: ({0: "batch"} if keys is None else {0: "batch", 1: "length"}) for n in names}
+        try:
+            with _quiet(), torch.inference_mode(False), torch.no_grad():
+                torch.onnx.export(module, xs, str(path), input_names=names, output_names=["features"],
+                                  dynamic_axes=axes, dynamo=False, opset_version=17)
+            self.exporter = "torchscript"
+            return
+        except Exception as e:  # noqa: BLE001 - try the other exporter before giving up
+            log.info("TorchScript ONNX export failed (%s); trying the dynamo exporter", e)
         batch = torch.export.Dim("batch", min=1)
         if keys is None:
             dyn: tuple[dict[int, Any], ...] = ({0: batch},)
-            names = ["x"]
         else:
             length = torch.export.Dim("length", min=1, max=max(int(self.backbone.meta.max_length or 512), 2))
             dyn = tuple({0: batch, 1: length} for _ in keys)
-            names = list(keys)
         with _quiet(), torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(module, xs, str(path), input_names=names, output_names=["features"],
                               dynamic_shapes=dyn, dynamo=True, optimize=True, verbose=False, external_data=False)
+        self.exporter = "dynamo"
 
     def _run(self, batch: Any) -> torch.Tensor:
         if self._keys is None:
