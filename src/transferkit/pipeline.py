@@ -149,6 +149,7 @@ def fit(config: FitConfig, train: Dataset | None = None, val: Dataset | None = N
         if c.backbone == "auto":  # choose by transferability ranking on the training split (transferkit.ranking)
             from .ranking.auto import choose_for_fit
 
+            cache = cache if cache is not None else FeatureCache(engine=c.engine)
             choice, ranking = choose_for_fit(splits.train, c.candidates, c.strategy, c.image_size, c.max_length,
                                              c.seed, cache, progress)
             log.info("auto: %s", choice.reason)
