@@ -105,6 +105,14 @@ def test_cli_adapt_images_writes_report_plots_and_a_loadable_run(capsys, tmp_pat
                "--plot-points", "0"])
     assert rc == 0
     assert (tmp_path / "runs" / "da2" / "report.md").exists()
+    # parameter transfer: start a new adaptation from the adapted run's backbone
+    rc = main(["--quiet", "adapt", "--source", str(tmp_path / "mnist"), "--target", str(tmp_path / "digits_unl"),
+               "--method", "coral", "--run", str(run), "--epochs", "1", "--checkpoints", "1", "--plot-points", "0",
+               "--num-threads", "1", "--runs-dir", str(tmp_path / "runs"), "--name", "from-run"])
+    assert rc == 0
+    info = json.loads((tmp_path / "runs" / "from-run" / "run.json").read_text())
+    assert info["lineage"][0]["run"] == str(run)
+    assert "No labelled target test data" in (tmp_path / "runs" / "from-run" / "report.md").read_text()
 
 
 def _spam_sets(spam_records):
