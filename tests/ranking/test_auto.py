@@ -107,3 +107,18 @@ def test_fit_auto_chooses_the_classical_baseline_when_it_ranks_first(spam_record
     assert "the classical baseline (tfidf word 1-2 grams + logistic regression); no model file" in report
     assert "chosen by `auto`: no transfer" in report
     assert (r.run_dir / "metrics.json").exists() and not (r.run_dir / "model.safetensors").exists()
+
+
+def test_frozen_k_freezes_half_of_the_layer_groups(digits120, tmp_path, monkeypatch):
+    """The frozen-K branch end to end: freeze = half the backbone's layer groups (scratch:cnn has 4)."""
+    import transferkit.ranking.auto as auto
+
+    forced = auto.AutoChoice("scratch:cnn", "frozen-k", "forced for the test", 8, 0.3, 0.5)
+    monkeypatch.setattr(auto, "decide", lambda ranking, *a, **kw: forced)
+    cfg = FitConfig(backbone="scratch:cnn", strategy="auto", image_size=16, epochs=1, min_steps=0, num_threads=1,
+                    runs_dir=str(tmp_path), name="auto-frozen")
+    r = fit(cfg, train=digits120, progress=False)
+    assert r.details["auto"]["freeze"] == 2 and r.details["auto"]["strategy"] == "frozen-k"
+    saved = yaml.safe_load((r.run_dir / "config.yaml").read_text())
+    assert (saved["strategy"], saved["freeze"]) == ("fine-tune", 2)
+    assert "- strategy: `fine-tune` (freeze 2)" in (r.run_dir / "report.md").read_text()
