@@ -75,6 +75,7 @@ class Runtime:
     max_rel_diff = 1e-3
     min_cosine = 0.9999
     min_mean_cosine = 0.9999
+    parity_rows = 16  # rows of the first batch compared with eager
 
     def __init__(self, backbone: Backbone, source_logits: bool = False) -> None:
         self.backbone = backbone
@@ -118,8 +119,9 @@ class Runtime:
                           f"({reason}); falling back to eager PyTorch.", RuntimeWarning, stacklevel=3)
             return self.eager(batch)
         self.setup_seconds = time.perf_counter() - t0
-        ref = self.eager(batch)
-        self.parity = self._check(ref, out)
+        n = min(self.parity_rows, len(out))  # a slice of the first batch keeps eager's activation memory small
+        head = {k: v[:n] for k, v in batch.items()} if isinstance(batch, dict) else batch[:n]
+        self.parity = self._check(self.eager(head), out[:n])
         return out
 
     def _check(self, ref: torch.Tensor, out: torch.Tensor) -> Parity:
@@ -242,7 +244,7 @@ class OnnxRuntime(Runtime):
 
         b = self.backbone
         parts = {"spec": b.meta.spec, "weights": weights_hash(b), "pre": b.describe_preprocessing(),
-                 "source_logits": self.source_logits, "keys": keys, "format": 2,
+                 "source_logits": self.source_logits, "keys": keys, "format": 3,
                  "static": [list(x.shape[2:]) if keys is None else [] for x in xs], **engine_identity(self.name)}
         key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
         root = onnx_cache_dir()
@@ -265,28 +267,41 @@ class OnnxRuntime(Runtime):
         return path
 
     def _export(self, keys: list[str] | None, xs: tuple[torch.Tensor, ...], path: Path) -> None:
-        """TorchScript-based export first (seconds, and a graph ONNX Runtime fuses well); the dynamo exporter
-        (``torch.export``, needs ``onnxscript``) where that fails."""
+        """Images: the dynamo exporter (``torch.export``; its graph ran EfficientNet-Lite0 ~25% faster in ONNX
+        Runtime here). Text: the TorchScript exporter (1-2 s instead of ~15 s, ~0.4 GB less memory, equally fast
+        graph). Either falls back to the other."""
         module = (_ExportedImage if keys is None else _ExportedText)(self.backbone, self.source_logits).eval()
+        order = [self._export_dynamo, self._export_torchscript]
+        if keys is not None:
+            order.reverse()
+        for i, how in enumerate(order):
+            try:
+                with _quiet(), torch.inference_mode(False), torch.no_grad():
+                    how(module, keys, xs, path)
+                return
+            except Exception as e:  # noqa: BLE001 - try the other exporter before giving up
+                if i == len(order) - 1:
+                    raise
+                log.info("ONNX export with %s failed (%s); trying the other exporter", how.__name__, e)
+
+    def _export_torchscript(self, module: nn.Module, keys: list[str] | None, xs: tuple[torch.Tensor, ...],
+                            path: Path) -> None:
         names = ["x"] if keys is None else list(keys)
         axes = {n: ({0: "batch"} if keys is None else {0: "batch", 1: "length"}) for n in names}
-        try:
-            with _quiet(), torch.inference_mode(False), torch.no_grad():
-                torch.onnx.export(module, xs, str(path), input_names=names, output_names=["features"],
-                                  dynamic_axes=axes, dynamo=False, opset_version=17)
-            self.exporter = "torchscript"
-            return
-        except Exception as e:  # noqa: BLE001 - try the other exporter before giving up
-            log.info("TorchScript ONNX export failed (%s); trying the dynamo exporter", e)
+        torch.onnx.export(module, xs, str(path), input_names=names, output_names=["features"], dynamic_axes=axes,
+                          dynamo=False, opset_version=17)
+        self.exporter = "torchscript"
+
+    def _export_dynamo(self, module: nn.Module, keys: list[str] | None, xs: tuple[torch.Tensor, ...],
+                       path: Path) -> None:
         batch = torch.export.Dim("batch", min=1)
         if keys is None:
-            dyn: tuple[dict[int, Any], ...] = ({0: batch},)
+            names, dyn = ["x"], ({0: batch},)
         else:
             length = torch.export.Dim("length", min=1, max=max(int(self.backbone.meta.max_length or 512), 2))
-            dyn = tuple({0: batch, 1: length} for _ in keys)
-        with _quiet(), torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(module, xs, str(path), input_names=names, output_names=["features"],
-                              dynamic_shapes=dyn, dynamo=True, optimize=True, verbose=False, external_data=False)
+            names, dyn = list(keys), tuple({0: batch, 1: length} for _ in keys)
+        torch.onnx.export(module, xs, str(path), input_names=names, output_names=["features"], dynamic_shapes=dyn,
+                          dynamo=True, optimize=True, verbose=False, external_data=False)
         self.exporter = "dynamo"
 
     def _run(self, batch: Any) -> torch.Tensor:
