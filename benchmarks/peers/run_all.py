@@ -1,0 +1,114 @@
+"""transferkit against what users would pick instead (issue 5), on identical splits and budgets.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/peers/run_all.py [--quick] [--only finetune,fewshot,...]
+
+Every job runs in its own fresh Python process (so peak memory is that job's own RSS high-water mark), with the
+same torch / BLAS thread count; each transferkit job runs right before the peer it is compared with. Raw records:
+``benchmarks/out/peers/results.json``; the table goes into BENCHMARKS.md between the ``peers`` markers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import OUT, ROOT  # noqa: E402
+from report import render  # noqa: E402
+
+GROUPS = {
+    "finetune": ["tk_finetune", "hf_trainer"],
+    "fewshot": ["tk_k8", "setfit_k8", "tk_k64", "setfit_k64"],
+    "kshot": ["tk_kshot", "tfidf_lr"],
+    "images": ["tk_digits", "timm_digits", "tk_mnist", "timm_mnist"],
+    "extract": ["extract_image", "extract_text"],
+}
+
+
+def update_section(text: str, key: str = "peers") -> None:
+    """Replace the block between <!-- KEY:start --> and <!-- KEY:end --> in BENCHMARKS.md (append if missing)."""
+    path = ROOT / "BENCHMARKS.md"
+    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    block = f"{start}\n{text}\n{end}"
+    if start in old and end in old:
+        new = old[: old.index(start)] + block + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(new, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_job(name: str, quick: bool, threads: int, out_dir: Path) -> dict:
+    out = out_dir / f"{name}.json"
+    out.unlink(missing_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, str(HERE / "job.py"), name, str(out), "--threads", str(threads)] + (["--quick"] if quick else [])
+    t0 = time.perf_counter()
+    # A fresh ONNX model cache per job: every engine set-up (export, quantisation) is paid inside the job.
+    with open(out_dir / f"{name}.log", "w", encoding="utf-8") as log, tempfile.TemporaryDirectory() as onnx_dir:
+        env["TRANSFERKIT_ONNX_CACHE"] = onnx_dir
+        proc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    rec = json.loads(out.read_text(encoding="utf-8")) if out.exists() else {
+        "ok": False, "error": f"job exited with code {proc.returncode} and wrote nothing (see {name}.log)"}
+    rec.update(name=name, wall_s=wall, finished=time.strftime("%H:%M:%S", time.gmtime()))
+    status = f"F1 {rec['metric']:.4f}" if rec.get("metric") is not None else ("ok" if rec.get("ok") else rec.get("error"))
+    print(f"[peers] {name}: {wall:.1f} s, peak RSS {rec.get('peak_rss_mb', float('nan')):.0f} MB, {status}", flush=True)
+    return rec
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small data and budgets: a smoke test, not for the table")
+    ap.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups or job names: {', '.join(GROUPS)}")
+    ap.add_argument("--threads", type=int, default=1, help="torch / BLAS threads for every job (default 1)")
+    ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    a = ap.parse_args()
+    names: list[str] = []
+    for item in a.only.split(","):
+        item = item.strip()
+        names += GROUPS.get(item, [item] if item else [])
+    known = {n for g in GROUPS.values() for n in g}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        ap.error(f"unknown group or job {unknown[0]!r}; choose from {', '.join([*GROUPS, *sorted(known)])}")
+    out_dir = OUT / ("quick" if a.quick else "full")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit(),
+            "load_start": os.getloadavg(), "threads": a.threads, "quick": a.quick, "cpus": os.cpu_count(),
+            "command": "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/peers/run_all.py"
+                       + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only != ",".join(GROUPS) else "")
+                       + (f" --threads {a.threads}" if a.threads != 1 else "")}
+    t0 = time.perf_counter()
+    results = {n: run_job(n, a.quick, a.threads, out_dir) for n in names}
+    meta.update(total_s=time.perf_counter() - t0, load_end=os.getloadavg())
+    (out_dir / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=float),
+                                          encoding="utf-8")
+    text = render(meta, results)
+    print(text)
+    if not a.no_write and not a.quick:
+        update_section(text)
+        print("[peers] BENCHMARKS.md updated (peers section)")
+
+
+if __name__ == "__main__":
+    main()
