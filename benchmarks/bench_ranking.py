@@ -189,10 +189,12 @@ def fmt(v: float | None, nd: int = 3) -> str:
 
 
 def write_section(all_rows: dict[str, list[dict]], specs: dict, seeds: list[int], wall: float) -> str:
+    cell_minutes = sum(r["rank_seconds"] + r["finetune_seconds"] for rows in all_rows.values() for r in rows) / 60
     lines = ["## Transferability ranking (issue 6)", "",
              f"Command: `HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_ranking.py --seeds "
              f"{','.join(map(str, seeds))}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, 1 torch thread, "
-             f"2-core machine shared with other jobs; {wall / 60:.1f} min for the cells computed in this run).",
+             f"2-core machine shared with other jobs; {cell_minutes:.1f} min of scoring + fitting in all cells, "
+             f"{wall / 60:.1f} min wall for this invocation, which reuses finished cells from benchmarks/out/ranking/cells).",
              "",
              "Each candidate is scored on the training split only (frozen features, standardised as the linear probe "
              "does; the classical baseline on its own pixels / TF-IDF), then fine-tuned on that split (`fine-tune`, "
@@ -233,6 +235,11 @@ def write_section(all_rows: dict[str, list[dict]], specs: dict, seeds: list[int]
                 lines.append(f"| {m} | {c['n']} | {fmt(c['tau'])} | {fmt(c['wtau'])} | {c['top1']} | "
                              f"{'yes' if c['top1_is_best'] else 'no'} | {c['regret']:.4f} |")
             lines.append("")
+        rank_total = sum(r["rank_seconds"] for r in rows)
+        ft_total = sum(r["finetune_seconds"] for r in rows)
+        lines += [f"Cost over all seeds: scoring every candidate {rank_total:.0f} s (feature extraction through the "
+                  f"cache + all five scores) vs fine-tuning them {ft_total:.0f} s ({ft_total / max(rank_total, 1e-9):.0f}x).",
+                  ""]
         lines += [f"Fine-tune settings: {ft.epochs} epochs max (patience {ft.patience}), lr {ft.lr:g}, batch "
                   f"{ft.batch_size}, min_steps {ft.min_steps}, image size {ft.image_size}, max length {ft.max_length}.",
                   ""]
@@ -243,6 +250,12 @@ def write_section(all_rows: dict[str, list[dict]], specs: dict, seeds: list[int]
         lines.append(f"| {key} ({seed}) | " + " | ".join(
             f"{fmt(corr[m].get('tau'), 2)} / {fmt(corr[m].get('wtau'), 2)}" if "tau" in corr[m] else
             f"n={corr[m]['n']}" for m in METRICS) + " |")
+    means = []
+    for m in METRICS:
+        taus = [c[m]["tau"] for c in summary.values() if "tau" in c[m]]
+        wtaus = [c[m]["wtau"] for c in summary.values() if "tau" in c[m]]
+        means.append(f"{np.mean(taus):+.2f} / {np.mean(wtaus):+.2f} ({len(taus)})" if taus else "-")
+    lines.append("| **mean (tables)** | " + " | ".join(means) + " |")
     lines.append("")
     return "\n".join(lines)
 
