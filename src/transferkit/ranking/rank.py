@@ -79,7 +79,8 @@ class Ranking:
         best, transfer, base = self.best, self.best_transfer, self.baseline
         m = self.metric
         if best is None:
-            return (f"No candidate could be scored with {m} ({self.entries[0].note if self.entries else 'none given'}); "
+            why = self.entries[0].note if self.entries else "none given"
+            return (f"No candidate could be scored with {m} ({why}); "
                     "use --metric logme, which needs features only.")
         if best.baseline:
             vs = f" vs {transfer.spec} {transfer.score:.4f}" if transfer else ""
@@ -238,7 +239,8 @@ def rank_backbones(data: Dataset, candidates: Sequence[Any], metric: str = "logm
     wanted = _check_metrics(metric, metrics)
     items = [c.strip() if isinstance(c, str) else c for c in candidates if not isinstance(c, str) or c.strip()]
     if not items and not baseline:
-        raise ConfigError("Give at least one candidate backbone, e.g. --backbones packaged:efficientnet_lite0,scratch:cnn.")
+        raise ConfigError("Give at least one candidate backbone, e.g. "
+                          "--backbones packaged:efficientnet_lite0,scratch:cnn.")
     for c in items:
         if isinstance(c, str):
             parse_spec(c)
@@ -285,5 +287,5 @@ def rank_backbones(data: Dataset, candidates: Sequence[Any], metric: str = "logm
     return Ranking(metric, tuple(entries), len(ds), len(lm), int(counts.min()), ds.modality, tuple(notes))
 
 
-__all__ = ["BASELINE", "CandidateScore", "METRIC_HELP", "Ranking", "classical_features", "rank_backbones", "score_features",
-           "standardise"]
+__all__ = ["BASELINE", "CandidateScore", "METRIC_HELP", "Ranking", "classical_features", "rank_backbones",
+           "score_features", "standardise"]

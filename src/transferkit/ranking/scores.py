@@ -259,5 +259,5 @@ FEATURE_SCORES = {"logme": logme, "hscore": hscore, "knn": knn_loo}
 SOURCE_SCORES = {"leep": leep, "nce": nce}
 METRICS = ("logme", "leep", "nce", "hscore", "knn")
 
-__all__ = ["Evidence", "FEATURE_SCORES", "METRICS", "SOURCE_SCORES", "evidence", "hscore", "knn_loo", "ledoit_wolf_shrinkage", "leep",
-           "logme", "maximise_evidence", "nce", "softmax"]
+__all__ = ["Evidence", "FEATURE_SCORES", "METRICS", "SOURCE_SCORES", "evidence", "hscore", "knn_loo",
+           "ledoit_wolf_shrinkage", "leep", "logme", "maximise_evidence", "nce", "softmax"]
