@@ -120,6 +120,7 @@ class FitResult:
     metrics: dict[str, Any]
     val_metrics: dict[str, Any]
     details: dict[str, Any] = field(default_factory=dict)
+    baseline: Any = None  # the fitted classical model (``outputs(dataset)`` -> logits) when "auto" chose it
 
 
 def fit(config: FitConfig, train: Dataset | None = None, val: Dataset | None = None, test: Dataset | None = None,
@@ -248,7 +249,7 @@ def _fit_classical_choice(c: FitConfig, splits: Splits, labels: dict[str, Any], 
                "data_issues": {k: v for k, v in splits.train.counts.items() if v}, "lineage": [],
                "auto": {**choice.to_dict(), "freeze": 0, "ranking": ranking.table(), "ranking_metric": ranking.metric}}
     log.info("test metrics: %s", {k: v for k, v in test_eval.metrics.items() if isinstance(v, float)})
-    fr = FitResult(None, None, labels, test_eval.metrics, val_eval.metrics, details)
+    fr = FitResult(None, None, labels, test_eval.metrics, val_eval.metrics, details, baseline=m)
     if writer is None:
         return fr
     meta = BackboneMeta(spec="classical", modality=splits.train.modality, feature_dim=0, source="classical",

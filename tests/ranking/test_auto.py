@@ -103,6 +103,8 @@ def test_fit_auto_chooses_the_classical_baseline_when_it_ranks_first(spam_record
     auto = r.details["auto"]
     assert (auto["backbone"], auto["strategy"]) == (None, "classical") and r.model is None
     assert r.metrics["accuracy"] > 0.7
+    logits = r.baseline.outputs(ds.subset(np.arange(5)))  # the fitted baseline stays usable from the API
+    assert logits.shape == (5, 2)
     report = (r.run_dir / "report.md").read_text()
     assert "the classical baseline (tfidf word 1-2 grams + logistic regression); no model file" in report
     assert "chosen by `auto`: no transfer" in report
