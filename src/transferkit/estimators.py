@@ -58,6 +58,7 @@ class _TransferBase(BaseEstimator):
             train, val = ds.subset(tr), ds.subset(va)
         result = fit_pipeline(cfg, train=train, val=val, test=val, progress=self.progress, save=False)
         self.model_ = result.model
+        self.baseline_ = result.baseline  # set when strategy/backbone "auto" chose the classical baseline
         self.labels_ = result.labels
         self.value_max_ = ds.value_max
         self.config_ = cfg
@@ -72,6 +73,8 @@ class _TransferBase(BaseEstimator):
 
         check_is_fitted(self, "model_")
         ds = from_arrays(X, value_max=self.value_max_)
+        if self.model_ is None and getattr(self, "baseline_", None) is not None:
+            return self.baseline_.outputs(ds)
         return predict_outputs(self.model_, Inputs(ds, self.model_.backbone), max(self.batch_size, 64))
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
@@ -81,6 +84,11 @@ class _TransferBase(BaseEstimator):
         from .runs.store import RunWriter, run_info, save_model_files, write_json
 
         check_is_fitted(self, "model_")
+        if self.model_ is None:
+            from .errors import ConfigError
+
+            raise ConfigError("auto chose the classical baseline, which has no backbone + head to save as a run; "
+                              "keep the estimator object (e.g. with joblib) or fix --strategy/--backbone.")
         p = Path(path)
         w = RunWriter(p.parent, p.name, overwrite)
         try:

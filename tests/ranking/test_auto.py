@@ -38,12 +38,13 @@ def test_transfer_branch(k, margin, strategy):
 
 @pytest.mark.parametrize("modality,k,backbone,strategy", [
     ("image", 1, None, "classical"), ("image", 4, None, "classical"), ("image", 5, "scratch:cnn", "fine-tune"),
-    ("text", 5, None, "classical"), ("text", 10000, None, "classical"),
+    ("text", 5, "packaged:x", "hybrid"), ("text", 10000, "packaged:x", "hybrid"),
 ])
 def test_no_transfer_branch(modality, k, backbone, strategy):
     c = decide(ranking(modality, -0.2, 0.1), k)
     assert (c.backbone, c.strategy) == (backbone, strategy)
-    assert c.reason.startswith("no transfer: the classical baseline (pixels 8x8 + LR, logme 0.1000) ranks above")
+    lead = "no clear transfer" if strategy == "hybrid" else "no transfer"
+    assert c.reason.startswith(f"{lead}: the classical baseline (pixels 8x8 + LR, logme 0.1000) ranks above")
     assert c.margin == pytest.approx(-0.3)
 
 
@@ -92,22 +93,37 @@ def test_fit_backbone_auto_picks_from_candidates(digits120, tmp_path):
     assert "ranks first among the backbones" in (r.run_dir / "report.md").read_text()
 
 
-def test_fit_auto_chooses_the_classical_baseline_when_it_ranks_first(spam_records, tmp_path):
-    """Short spam texts with a random-init Transformer as the only candidate: TF-IDF ranks first, k is small,
-    so `auto` fits the classical baseline and says why."""
+def test_fit_auto_on_text_falls_back_to_hybrid_when_tfidf_ranks_first(spam_records, tmp_path):
+    """Short spam texts with a random-init Transformer as the only candidate: TF-IDF ranks first, so `auto`
+    picks the hybrid strategy (TF-IDF + embeddings, embedding weight chosen on validation) and says why."""
     texts = [f"{r['subject']}\n{r['body']}" for r in spam_records]
     ds = Dataset("text", texts, np.asarray([r["label"] for r in spam_records], dtype=object))
     cfg = FitConfig(backbone="auto", strategy="auto", candidates="scratch:transformer", max_length=32,
-                    runs_dir=str(tmp_path), name="auto-classical", num_threads=1)
+                    runs_dir=str(tmp_path), name="auto-hybrid", num_threads=1)
     r = fit(cfg, train=ds, progress=False)
     auto = r.details["auto"]
-    assert (auto["backbone"], auto["strategy"]) == (None, "classical") and r.model is None
-    assert r.metrics["accuracy"] > 0.7
-    logits = r.baseline.outputs(ds.subset(np.arange(5)))  # the fitted baseline stays usable from the API
-    assert logits.shape == (5, 2)
+    assert (auto["backbone"], auto["strategy"]) == ("scratch:transformer", "hybrid")
+    assert r.metrics["accuracy"] > 0.7 and r.model is not None and r.model.lexical is not None
     report = (r.run_dir / "report.md").read_text()
-    assert "the classical baseline (tfidf word 1-2 grams + logistic regression); no model file" in report
-    assert "chosen by `auto`: no transfer" in report
+    assert "chosen by `auto`: no clear transfer" in report
+    assert (r.run_dir / "model.safetensors").exists()
+
+
+def test_fit_auto_chooses_the_classical_baseline_for_images_with_few_labels(digits, tmp_path):
+    """Two digits per class with a random-init CNN as the only candidate: pixels rank first and k < 5, so
+    `auto` fits the classical baseline (no model file) and says why."""
+    from transferkit.data import from_arrays
+
+    X, y = digits
+    idx = np.concatenate([np.flatnonzero(y == c)[:6] for c in range(10)])
+    cfg = FitConfig(backbone="auto", strategy="auto", candidates="scratch:cnn", image_size=16,
+                    runs_dir=str(tmp_path), name="auto-classical", num_threads=1, val_fraction=0.3, test_fraction=0.3)
+    r = fit(cfg, train=from_arrays(X[idx], y[idx]), progress=False)
+    auto = r.details["auto"]
+    assert (auto["backbone"], auto["strategy"]) == (None, "classical") and r.model is None
+    assert r.baseline.outputs(from_arrays(X[:5], y[:5])).shape == (5, 10)
+    report = (r.run_dir / "report.md").read_text()
+    assert "no model file" in report and "chosen by `auto`: no transfer" in report
     assert (r.run_dir / "metrics.json").exists() and not (r.run_dir / "model.safetensors").exists()
 
 
@@ -124,3 +140,15 @@ def test_frozen_k_freezes_half_of_the_layer_groups(digits120, tmp_path, monkeypa
     saved = yaml.safe_load((r.run_dir / "config.yaml").read_text())
     assert (saved["strategy"], saved["freeze"]) == ("fine-tune", 2)
     assert "- strategy: `fine-tune` (freeze 2)" in (r.run_dir / "report.md").read_text()
+
+
+def test_cli_fit_auto_prints_the_choice_and_its_reason(spam_jsonl, tmp_path, capsys):
+    from tests.helpers import cli
+
+    rc = cli("--quiet", "fit", "--train", spam_jsonl, "--text-column", "subject,body", "--backbone", "auto",
+             "--strategy", "auto", "--candidates", "scratch:transformer", "--max-length", "32",
+             "--runs-dir", tmp_path, "--name", "a")
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert out.startswith("auto: no clear transfer")
+    assert "hybrid on scratch:transformer: test macro_f1 = " in out

@@ -141,8 +141,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from ..evaluation.metrics import headline
 
     name, value = headline(result.metrics, config.task)
-    print(f"{config.strategy} on {config.backbone}: test {name} = {value:.4f}")
+    auto = result.details.get("auto") if isinstance(result.details, dict) else None
+    strategy, backbone = config.strategy, config.backbone
+    if auto:
+        print(f"auto: {auto['reason']}")
+        strategy, backbone = auto["strategy"], auto["backbone"] or "pixels/TF-IDF"
+    print(f"{strategy} on {backbone}: test {name} = {value:.4f}")
     print(f"run: {result.run_dir}  (report: {result.run_dir / 'report.md'})")
+    if result.model is None:
+        print("note: the classical baseline has no backbone + head to save; the run holds its report and metrics.")
     return 0
 
 

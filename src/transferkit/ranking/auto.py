@@ -9,8 +9,11 @@ in any class. ``margin`` = LogME of the best backbone minus LogME of the classic
 
 1. **Transfer or not.** If no backbone beats the classical baseline (``margin <= 0``), do not transfer:
    for images with ``k >= SCRATCH_MIN_K["image"]`` (5) labels per class, fine-tune a scratch CNN (with that many
-   labels a small network trained from scratch beats a linear model on pixels); otherwise, and for text (where
-   TF-IDF is strong and a scratch Transformer needs far more data), fit the classical baseline.
+   labels a small network trained from scratch beats a linear model on pixels); otherwise fit the classical
+   baseline. For text (where TF-IDF is strong and a scratch Transformer needs far more data) the choice is the
+   ``hybrid`` strategy on the best-ranked backbone: TF-IDF and the frozen embeddings in one linear model whose
+   embedding weight is chosen on validation, with weight 0 (TF-IDF alone, i.e. the baseline) among the options.
+   So it can fall back to the baseline, and the run is a normal, loadable one.
 2. **How to transfer** the best backbone (``margin > 0``):
 
    * ``k < FEW_LABELS`` (5): ``lp-ft``: the linear probe is fitted first and competes as epoch 0, so fine-tuning is
@@ -44,7 +47,7 @@ DEFAULT_CANDIDATES = {
     "image": ("packaged:efficientnet_lite0", "packaged:efficientnet_lite1", "packaged:efficientnet_lite2"),
     "text": ("packaged:minilm-l6",),
 }
-AUTO_STRATEGIES = ("classical", "linear-probe", "lp-ft", "fine-tune", "frozen-k")
+AUTO_STRATEGIES = ("classical", "hybrid", "linear-probe", "lp-ft", "fine-tune", "frozen-k")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class AutoChoice:
     ``freeze_fraction`` of them)."""
 
     backbone: str | None
-    strategy: str           # classical | linear-probe | lp-ft | fine-tune | frozen-k
+    strategy: str           # classical | hybrid | linear-probe | lp-ft | fine-tune | frozen-k
     reason: str
     labels_per_class: int
     margin: float | None
@@ -116,6 +119,12 @@ def decide(ranking: Ranking, labels_per_class: int | None = None, choose_backbon
               + (f" (best: `{best.spec}`, {m} {best.score:.4f}, margin {margin:+.3f})" if best else "")) \
             if base is not None and base.available else "no backbone could be scored"
         min_k = SCRATCH_MIN_K.get(ranking.modality)
+        if ranking.modality == "text" and best is not None:
+            return AutoChoice(best.spec, "hybrid",
+                              f"no clear transfer: {vs}; the `hybrid` strategy fits TF-IDF and `{best.spec}` "
+                              "embeddings together and chooses their weight on validation (weight 0 = TF-IDF "
+                              "alone), so it keeps the baseline's strength and adds the embeddings only if they "
+                              "help.", k, margin)
         if min_k is not None and k >= min_k:
             return AutoChoice(SCRATCH_SPEC[ranking.modality], "fine-tune",
                               f"no transfer: {vs}; with {k} labels per class (>= {min_k}) a "
