@@ -68,7 +68,7 @@ def series_of(choice: rk.AutoChoice, backbone: str, modality: str) -> str | None
         return "classical"
     if choice.backbone == SCRATCH[modality] and choice.strategy == "fine-tune":
         return "scratch"
-    if choice.backbone == backbone and choice.strategy in ("linear-probe", "lp-ft", "fine-tune"):
+    if choice.backbone == backbone and choice.strategy in ("linear-probe", "lp-ft", "fine-tune", "hybrid"):
         return choice.strategy
     return None
 
@@ -211,8 +211,8 @@ def main() -> None:
              "computed here.", "",
              f"The rule (`transferkit/ranking/auto.py`): LogME ranking of the study's backbone against the classical "
              f"baseline on the cell's training subset; k = labels per class. Baseline first -> no transfer: a "
-             f"scratch CNN for images with k >= {SCRATCH_MIN_K['image']}, else the classical baseline (text: always "
-             f"classical). Backbone first -> k < {FEW_LABELS}: lp-ft; {FEW_LABELS} <= k < {MANY_LABELS} with LogME "
+             f"scratch CNN for images with k >= {SCRATCH_MIN_K['image']}, else the classical baseline (text: the "
+             f"hybrid TF-IDF + embeddings strategy, which includes TF-IDF alone among its validation choices). Backbone first -> k < {FEW_LABELS}: lp-ft; {FEW_LABELS} <= k < {MANY_LABELS} with LogME "
              f"margin >= {STRONG_MARGIN}: frozen-K (bottom half frozen); otherwise fine-tune.", "",
              "Test macro-F1, mean over the study's seeds; `auto` = the mean of its per-seed choices. In-sample "
              "caveat: the thresholds were set with the finished studies A and B1 in view, and the first seven cells "
