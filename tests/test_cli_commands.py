@@ -322,8 +322,21 @@ def test_info_lists_sources_packaged_backbones_and_strategies(capsys):
         assert line.rstrip().endswith("installed") and "not installed" not in line
     for source in ("timm:", "torchvision:", "hf:", "packaged:", "scratch:", "run:"):
         assert f"  {source}" in out
-    for strategy in ("linear-probe", "fine-tune", "lp-ft"):
+    for strategy in ("linear-probe", "fine-tune", "lp-ft", "hybrid", "auto"):
         assert any(ln.strip().startswith(strategy) for ln in out.splitlines())
+    for method in ("source-only", "adabn", "coral", "mmd", "dann", "cdan", "mcc", "self-training"):
+        assert any(ln.strip().startswith(method) for ln in out.splitlines()), method
+    assert "logme, leep, nce, hscore, knn" in out
+
+
+def test_top_level_api_exports():
+    import transferkit
+
+    for name in transferkit.__all__:
+        assert getattr(transferkit, name) is not None, name
+    from transferkit.adapt import adapt
+
+    assert callable(adapt) and callable(transferkit.rank_backbones) and callable(transferkit.compare)
 
 
 def test_console_script_info():

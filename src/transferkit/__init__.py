@@ -5,8 +5,9 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["FitConfig", "TransferClassifier", "TransferRegressor", "create_backbone", "fit", "load_run",
-           "__version__"]
+# (the adaptation entry point is ``transferkit.adapt.adapt``: ``adapt`` is the subpackage's name)
+__all__ = ["AdaptConfig", "FitConfig", "StudyConfig", "TransferClassifier", "TransferRegressor", "compare",
+           "create_backbone", "fit", "load_run", "rank_backbones", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backbones import create_backbone
@@ -33,6 +34,18 @@ def __getattr__(name: str) -> Any:  # lazy: keep `transferkit --help` fast
         from .pipeline import fit
 
         return fit
+    if name == "AdaptConfig":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.adapt").AdaptConfig
+    if name == "rank_backbones":
+        from .ranking import rank_backbones
+
+        return rank_backbones
+    if name in ("compare", "StudyConfig"):
+        from . import study
+
+        return getattr(study, name)
     if name == "load_run":
         from .runs import load_run
 

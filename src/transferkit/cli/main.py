@@ -194,6 +194,13 @@ def cmd_info(_: argparse.Namespace) -> int:
     print("\nStrategies:")
     for s in STRATEGIES.names():
         print(f"  {s:<13} {STRATEGIES.help(s)}")
+    from ..adapt import METHODS
+    from ..ranking.scores import METRICS
+
+    print("\nDomain adaptation methods (`transferkit adapt --method A[+B]`):")
+    for m in METHODS.names():
+        print(f"  {m:<14} {METHODS.help(m)}")
+    print(f"\nTransferability metrics (`transferkit rank --metric M`): {', '.join(METRICS)}")
     return 0
 
 
