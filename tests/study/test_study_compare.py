@@ -181,3 +181,14 @@ def test_resume_tolerates_config_keys_added_later_with_default_values(finished, 
     assert again["gains"] == summary["gains"]
     with pytest.raises(ConfigError, match="engine"):
         compare(_cfg(copy, engine="onnx"), data=study_data, progress=False)
+
+
+@pytest.mark.parametrize("budgets, phrase", [([8, 64], "at the largest budget studied (k=64)"),
+                                             ([8, "all"], "with all labels")])
+def test_verdict_names_the_largest_budget_it_compares_with(budgets, phrase):
+    from transferkit.study.report import summarise
+
+    cells = [{"series": s, "budget": b, "value": v + (0.1 if b != 8 else 0.0), "n_train": 1, "metric": "macro_f1"}
+             for b in budgets for s, v in (("classical", 0.8), ("hybrid (x)", 0.85))]
+    verdict = summarise(cells, None)["verdict"]
+    assert phrase in verdict and "k=8" in verdict

@@ -65,10 +65,11 @@ def _verdict(gains, table, base, transfer, budgets, metric) -> str:
         if any(kb in table[s] and table[s][kb]["mean"] >= target for s in transfer):
             match = kb
             break
+    most = "with all labels" if full == "all" else f"at the largest budget studied (k={full})"
     if match is None:
-        tail = f" No transfer strategy reached the best baseline's {metric} with all labels ({target:.3f})."
+        tail = f" No transfer strategy reached the best baseline's {metric} {most} ({target:.3f})."
     else:
-        tail = (f" The smallest budget at which transfer matches the best baseline trained with all labels "
+        tail = (f" The smallest budget at which transfer matches the best baseline's {metric} {most} "
                 f"({target:.3f}) is k={match}.")
     return head + tail
 
