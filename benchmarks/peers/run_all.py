@@ -82,7 +82,16 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups or job names: {', '.join(GROUPS)}")
     ap.add_argument("--threads", type=int, default=1, help="torch / BLAS threads for every job (default 1)")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument("--from-results", action="store_true",
+                    help="re-render the table from the last run's results.json instead of running the jobs")
     a = ap.parse_args()
+    if a.from_results:
+        saved = json.loads((OUT / ("quick" if a.quick else "full") / "results.json").read_text(encoding="utf-8"))
+        text = render(saved["meta"], saved["results"])
+        print(text)
+        if not a.no_write and not saved["meta"]["quick"]:
+            update_section(text)
+        return
     names: list[str] = []
     for item in a.only.split(","):
         item = item.strip()

@@ -21,8 +21,7 @@ def extract_features(backbone: Backbone, inputs: Inputs, batch_size: int = 64, d
     out: np.ndarray | None = None
     with tqdm(total=n, desc=desc, unit="ex", disable=not progress, leave=False) as bar:
         for idx in inputs.order(batch_size, shuffle=False):
-            batch = inputs.batch(idx)
-            f = run(batch)
+            f = run(run.prepare(inputs, idx))
             f = f.float().numpy()
             if out is None:
                 out = np.empty((n, f.shape[1]), dtype=np.float32)

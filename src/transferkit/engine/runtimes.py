@@ -92,20 +92,30 @@ class Runtime:
     def _run(self, batch: Any) -> torch.Tensor:
         return self.eager(batch)
 
+    def prepare(self, inputs: Any, idx: Any) -> Any:
+        """This engine's input for rows ``idx`` of ``inputs`` (an ``Inputs``): by default the backbone's batch."""
+        return inputs.batch(idx)
+
+    def to_eager(self, batch: Any) -> Any:
+        """The eager backbone's input from a prepared batch (for the parity check and the fall-back)."""
+        if isinstance(batch, torch.Tensor) and batch.dtype == torch.uint8:
+            return self.backbone.preprocess(batch)
+        return batch
+
     # -- shared behaviour ---------------------------------------------------------------------------------
     def eager(self, batch: Any) -> torch.Tensor:
         return self.backbone.source_logits(batch) if self.source_logits else self.backbone(batch)
 
     def __call__(self, batch: Any) -> torch.Tensor:
         if self._ready:
-            return self.eager(batch) if self.fallback else self._run(batch)
+            return self.eager(self.to_eager(batch)) if self.fallback else self._run(batch)
         return self._first(batch)
 
     def _first(self, batch: Any) -> torch.Tensor:
         """Set up on the first batch, fall back to eager if that fails, then check parity against eager."""
         self._ready = True
         if self.name == "eager":
-            return self.eager(batch)
+            return self.eager(self.to_eager(batch))
         t0 = time.perf_counter()
         try:
             self._setup(batch)
@@ -117,11 +127,15 @@ class Runtime:
             self.setup_seconds = time.perf_counter() - t0
             warnings.warn(f"Extraction engine '{self.name}' could not run backbone '{self.backbone.meta.spec}' "
                           f"({reason}); falling back to eager PyTorch.", RuntimeWarning, stacklevel=3)
-            return self.eager(batch)
+            return self.eager(self.to_eager(batch))
         self.setup_seconds = time.perf_counter() - t0
         n = min(self.parity_rows, len(out))  # a slice of the first batch keeps eager's activation memory small
         head = {k: v[:n] for k, v in batch.items()} if isinstance(batch, dict) else batch[:n]
-        self.parity = self._check(self.eager(head), out[:n])
+        try:
+            self.parity = self._check(self.eager(self.to_eager(head)), out[:n])
+        except ConfigError:
+            self._ready = False  # checked again (and refused again) on the next call
+            raise
         return out
 
     def _check(self, ref: torch.Tensor, out: torch.Tensor) -> Parity:
@@ -168,7 +182,8 @@ class CompiledRuntime(Runtime):
 
 
 class _ExportedImage(nn.Module):
-    """Image tensor in, the backbone's features (or source logits) out: what ONNX export traces."""
+    """uint8 images in (normalised inside the graph, so batches skip a float pass and two layout copies),
+    the backbone's features (or source logits) out: what ONNX export traces."""
 
     def __init__(self, backbone: Backbone, source_logits: bool) -> None:
         super().__init__()
@@ -176,11 +191,17 @@ class _ExportedImage(nn.Module):
         self.source_logits = source_logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.backbone.preprocess
+        x = (x.float() - pre.mean) / pre.std
         return self.backbone.source_logits(x) if self.source_logits else self.backbone(x)
 
 
-class _ExportedText(_ExportedImage):
+class _ExportedText(nn.Module):
     """Token ids and attention mask in (the text collator's two keys), features out."""
+
+    def __init__(self, backbone: Backbone, source_logits: bool = False) -> None:
+        super().__init__()
+        self.backbone = backbone
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.backbone({"input_ids": input_ids, "attention_mask": attention_mask})
@@ -209,6 +230,8 @@ def _example(batch: Any) -> tuple[list[str] | None, tuple[torch.Tensor, ...]]:
         if xs[0].shape[1] < 2:
             xs = tuple(torch.cat([x, torch.zeros_like(x[:, :1])], 1) for x in xs)  # padding (mask 0)
     else:
+        if batch.dtype != torch.uint8:
+            raise ValueError("ONNX image export takes uint8 batches (see OnnxRuntime.prepare)")
         keys, xs = None, (batch.clone().contiguous(),)
     if xs[0].shape[0] < 2:
         xs = tuple(torch.cat([x, x]) for x in xs)
@@ -244,7 +267,7 @@ class OnnxRuntime(Runtime):
 
         b = self.backbone
         parts = {"spec": b.meta.spec, "weights": weights_hash(b), "pre": b.describe_preprocessing(),
-                 "source_logits": self.source_logits, "keys": keys, "format": 3,
+                 "source_logits": self.source_logits, "keys": keys, "format": 4,
                  "static": [list(x.shape[2:]) if keys is None else [] for x in xs], **engine_identity(self.name)}
         key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
         root = onnx_cache_dir()
@@ -303,6 +326,15 @@ class OnnxRuntime(Runtime):
         torch.onnx.export(module, xs, str(path), input_names=names, output_names=["features"], dynamic_shapes=dyn,
                           dynamo=True, optimize=True, verbose=False, external_data=False)
         self.exporter = "dynamo"
+
+    def prepare(self, inputs: Any, idx: Any) -> Any:
+        """Images: the uint8 batch at the backbone's size (the graph normalises); text: padded token ids."""
+        from ..backbones.base import ImagePreprocessor
+
+        pre = self.backbone.preprocess
+        if isinstance(pre, ImagePreprocessor) and getattr(inputs, "images", None) is not None:
+            return pre.resize_uint8(inputs.images.batch(idx))
+        return inputs.batch(idx)
 
     def _run(self, batch: Any) -> torch.Tensor:
         if self._keys is None:
