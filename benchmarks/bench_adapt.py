@@ -68,6 +68,23 @@ def study_b(seed: int) -> tuple[Dataset, Dataset, Dataset]:
             from_arrays(x[pick[test]], y[pick[test]]))
 
 
+def framed(images: np.ndarray, pad: int = 2) -> np.ndarray:
+    """8x8 digits fill their frame; MNIST digits sit in a 20 px box of 28 px. A 2 px border (8 -> 12 px, the
+    digit covers 67% of the side, MNIST 71%) matches the framing, the preprocessing a careful user would do."""
+    return np.pad(images, ((0, 0), (pad, pad), (pad, pad)))
+
+
+def study_a_framed(seed: int) -> tuple[Dataset, Dataset, Dataset]:
+    src, unl, test = study_a(seed)
+    return src, from_arrays(framed(unl.inputs), unl.y, value_max=16), from_arrays(framed(test.inputs), test.y,
+                                                                                  value_max=16)
+
+
+def study_b_framed(seed: int) -> tuple[Dataset, Dataset, Dataset]:
+    src, unl, test = study_b(seed)
+    return from_arrays(framed(src.inputs), src.y, value_max=16), unl, test
+
+
 def study_c(seed: int) -> tuple[Dataset, Dataset, Dataset]:
     rows = [json.loads(line) for line in gzip.open(DATA / "spamassassin.jsonl.gz", "rt", encoding="utf-8")]
     old = [r for r in rows if r["group"] in ("easy-ham-1", "spam-1")]
@@ -87,6 +104,10 @@ STUDIES = {
           dict(backbone="scratch:cnn", image_size=28, epochs=2, batch_size=32, lr=1e-3)),
     "B": ("digits -> MNIST (scratch:cnn, 28 px, end to end)", study_b,
           dict(backbone="scratch:cnn", image_size=28, epochs=2, batch_size=32, lr=1e-3)),
+    "Af": ("MNIST -> digits framed like MNIST (2 px border; scratch:cnn, 28 px, end to end)", study_a_framed,
+           dict(backbone="scratch:cnn", image_size=28, epochs=2, batch_size=32, lr=1e-3)),
+    "Bf": ("digits framed like MNIST -> MNIST (scratch:cnn, 28 px, end to end)", study_b_framed,
+           dict(backbone="scratch:cnn", image_size=28, epochs=2, batch_size=32, lr=1e-3)),
     "C": ("SpamAssassin old -> new (frozen MiniLM-L6 features + MLP bottleneck)", study_c,
           dict(backbone="packaged:minilm-l6", max_length=128, features="frozen", epochs=5, batch_size=32, lr=1e-3,
                trade_offs=[0.3, 1.0, 3.0])),
@@ -215,7 +236,7 @@ def update_section(text: str, key: str = "adapt") -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="A,B,C")
+    ap.add_argument("--only", default="A,Af,B,Bf,C")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
