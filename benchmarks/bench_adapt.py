@@ -104,10 +104,13 @@ STUDIES = {
           dict(backbone="scratch:cnn", image_size=28, epochs=2, batch_size=32, lr=1e-3)),
     "B": ("digits -> MNIST (scratch:cnn, 28 px, end to end)", study_b,
           dict(backbone="scratch:cnn", image_size=28, epochs=2, batch_size=32, lr=1e-3)),
-    "Af": ("MNIST -> digits framed like MNIST (2 px border; scratch:cnn, 28 px, end to end)", study_a_framed,
-           dict(backbone="scratch:cnn", image_size=28, epochs=2, batch_size=32, lr=1e-3)),
-    "Bf": ("digits framed like MNIST -> MNIST (scratch:cnn, 28 px, end to end)", study_b_framed,
-           dict(backbone="scratch:cnn", image_size=28, epochs=2, batch_size=32, lr=1e-3)),
+    # A stronger source model: MNIST-like framing and a longer schedule (4 epochs at lr 2e-3 instead of 2 at 1e-3).
+    # With the short schedule the framed source-only model still scored 0.11 on digits (seed 0): it had not
+    # trained long enough to generalise beyond MNIST.
+    "Af": ("MNIST -> digits framed like MNIST (2 px border; scratch:cnn, 28 px, 4 epochs, lr 2e-3)", study_a_framed,
+           dict(backbone="scratch:cnn", image_size=28, epochs=4, batch_size=32, lr=2e-3)),
+    "Bf": ("digits framed like MNIST -> MNIST (scratch:cnn, 28 px, 4 epochs, lr 2e-3)", study_b_framed,
+           dict(backbone="scratch:cnn", image_size=28, epochs=4, batch_size=32, lr=2e-3)),
     "C": ("SpamAssassin old -> new (frozen MiniLM-L6 features + MLP bottleneck)", study_c,
           dict(backbone="packaged:minilm-l6", max_length=128, features="frozen", epochs=5, batch_size=32, lr=1e-3,
                trade_offs=[0.3, 1.0, 3.0])),
