@@ -135,6 +135,13 @@ def _extract(res: dict) -> list[str]:
     if not rows:
         return []
     out = ["### Feature-extraction throughput (best of the alternating rounds)", "",
+           "Pipeline = `extract_features(backbone, Inputs(ds, backbone), batch, engine=...)` (batch assembly "
+           "included). Bare = the same model object, compiled function or ONNX Runtime session over batches built "
+           "beforehand in that engine's own input format (the ONNX image graph takes uint8 images and normalises "
+           "inside the graph; eager takes normalised channels_last tensors, 'NCHW' the same made contiguous). "
+           "The data are cut into chunks and every variant runs on each chunk in turn; the table gives each "
+           "variant's best chunk. `compiled` is not run for MiniLM (compiling for dynamic lengths takes minutes "
+           "on one thread).", "",
            "| model | batch | n | variant | samples/s |", "|---|---|---|---|---|"]
     for _, r in rows:
         what = f"{r['model']}, {'128 px' if r['unit'] == 'img/s' else 'max length 128'}"
