@@ -62,7 +62,7 @@ class FitConfig:
     candidates: str | None = None
     # engineering
     num_threads: int | None = None
-    engine: str = "eager"  # feature-extraction engine: eager | compiled | onnx
+    engine: str = "eager"  # feature-extraction engine: eager | compiled | onnx | onnx-int8
     precision: str = "fp32"  # training arithmetic: fp32 | bf16 (autocast; fast on CPUs with native bf16)
     # where the run goes
     runs_dir: str = "runs"
@@ -107,8 +107,10 @@ class FitConfig:
             raise bad_param("FitConfig", "loss", "'mse' or 'huber'", self.loss)
         if self.precision not in ("fp32", "bf16"):
             raise bad_param("FitConfig", "precision", "'fp32' or 'bf16'", self.precision)
-        if self.engine not in ("eager", "compiled", "onnx"):
-            raise bad_param("FitConfig", "engine", "'eager', 'compiled' or 'onnx'", self.engine)
+        from .engine.runtimes import ENGINES
+
+        if self.engine not in ENGINES.names():
+            raise bad_param("FitConfig", "engine", " | ".join(ENGINES.names()), self.engine)
         if self.head not in ("linear", "mlp"):
             raise bad_param("FitConfig", "head", "'linear' or 'mlp'", self.head)
         if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 8):

@@ -21,7 +21,7 @@ FIT_HELP = {
     "probe_grid": "comma-separated C values tried by the linear probe",
     "class_weights": "weight classes inversely to their frequency",
     "candidates": "comma-separated backbone specs to rank when --backbone auto",
-    "engine": "feature-extraction engine: eager | compiled | onnx (checked against eager)",
+    "engine": "feature-extraction engine: eager | compiled | onnx | onnx-int8 (checked against eager)",
     "precision": "training arithmetic: fp32 | bf16 (CPU autocast; about 2x faster on CPUs with native bf16)",
     "min_steps": "small data: repeat passes within each epoch until training has at least this many steps",
 }
@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--image-size", type=int, default=None)
     fe.add_argument("--max-length", type=int, default=None)
     fe.add_argument("--unlabelled", action="store_true", help="the data have no label column")
+    fe.add_argument("--engine", default="eager", help="eager | compiled | onnx | onnx-int8 (checked against eager)")
     demo = sub.add_parser("demo", help="offline demo: digits, packaged EfficientNet-Lite0 vs scratch CNN")
     demo.add_argument("--runs-dir", default="runs/demo")
     demo.add_argument("--fast", action="store_true", help="a smaller, quicker demo")
@@ -268,7 +269,11 @@ def cmd_features(args: argparse.Namespace) -> int:
         backbone = create_backbone(args.backbone, image_size=args.image_size, max_length=args.max_length)
     ds = load_path(args.data, Columns(args.text_column, args.image_column, args.label_column, args.id_column),
                    labelled=not args.unlabelled)
-    out = export_features(backbone, ds, args.output, progress=not args.quiet)
+    from ..engine.runtimes import ENGINES
+    from ..strategies import FeatureCache
+
+    ENGINES.get(args.engine)
+    out = export_features(backbone, ds, args.output, cache=FeatureCache(engine=args.engine), progress=not args.quiet)
     print(f"wrote {len(ds)} x {backbone.meta.feature_dim} features to {out}")
     return 0
 
