@@ -20,6 +20,8 @@ def jobs() -> dict:
 
     return {
         "tk_finetune": tx.tk_finetune, "hf_trainer": tx.hf_trainer,
+        "tk_finetune_bf16": lambda q, t: tx.tk_finetune(q, t, "bf16"),
+        "hf_trainer_bf16": lambda q, t: tx.hf_trainer(q, t, bf16=True),
         "tfidf_lr": tx.tfidf_lr, "tk_kshot": tx.tk_kshot,
         "tk_k8": lambda q, t: tx.tk_fewshot(q, t, 8), "setfit_k8": lambda q, t: tx.setfit_job(q, t, 8),
         "tk_k64": lambda q, t: tx.tk_fewshot(q, t, 64), "setfit_k64": lambda q, t: tx.setfit_job(q, t, 64),

@@ -19,7 +19,7 @@ def _ks(quick: bool, full_data: bool = False) -> list:
 
 
 # -- 1. fine-tuning MiniLM: transferkit fit vs Hugging Face Trainer --------------------------------------
-def tk_finetune(quick: bool, threads: int) -> dict[str, Any]:
+def tk_finetune(quick: bool, threads: int, precision: str = "fp32") -> dict[str, Any]:
     from transferkit import FitConfig, fit
     from transferkit.data import from_arrays
     from transferkit.strategies import FeatureCache
@@ -30,7 +30,7 @@ def tk_finetune(quick: bool, threads: int) -> dict[str, Any]:
             (("train", tr), ("val", d["val"]), ("test", d["test"]))}
     cfg = FitConfig(backbone="packaged:minilm-l6", strategy="fine-tune", max_length=MAX_LENGTH,
                     batch_size=FT["batch"], epochs=FT["epochs"], lr=FT["lr"], warmup=FT["warmup"],
-                    weight_decay=FT["weight_decay"], min_steps=0, seed=0, num_threads=threads)
+                    weight_decay=FT["weight_decay"], min_steps=0, seed=0, num_threads=threads, precision=precision)
     import tempfile
 
     with Timer() as t, tempfile.TemporaryDirectory() as tmp:
@@ -38,11 +38,13 @@ def tk_finetune(quick: bool, threads: int) -> dict[str, Any]:
                 cache=FeatureCache(tmp))
     return {"metric": r.metrics["macro_f1"], "compute_s": t.seconds, "train_s": r.details["fit_seconds"],
             "throughput": len(tr) * FT["epochs"] / r.details["fit_seconds"], "throughput_unit": "train ex/s",
-            "n_train": len(tr), "settings": {**FT, "max_length": MAX_LENGTH, "layer_decay": cfg.layer_decay}}
+            "n_train": len(tr), "settings": {**FT, "max_length": MAX_LENGTH, "layer_decay": cfg.layer_decay,
+                                             "precision": precision}}
 
 
-def hf_trainer(quick: bool, threads: int) -> dict[str, Any]:
-    """What the Hugging Face text-classification tutorial does, on the same e-mails and budget."""
+def hf_trainer(quick: bool, threads: int, bf16: bool = False) -> dict[str, Any]:
+    """What the Hugging Face text-classification tutorial does, on the same e-mails and budget
+    (``bf16``: the Trainer's own ``bf16=True`` mixed precision on CPU)."""
     import tempfile
 
     import numpy as np
@@ -73,7 +75,7 @@ def hf_trainer(quick: bool, threads: int) -> dict[str, Any]:
                                      learning_rate=FT["lr"], warmup_steps=int(round(FT["warmup"] * steps)),
                                      weight_decay=FT["weight_decay"], eval_strategy="epoch", save_strategy="no",
                                      report_to=[], logging_strategy="no", seed=0, use_cpu=True,
-                                     dataloader_num_workers=0, disable_tqdm=True)
+                                     dataloader_num_workers=0, disable_tqdm=True, bf16=bf16)
             trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
                               data_collator=DataCollatorWithPadding(tok))
             out = trainer.train()
@@ -82,7 +84,8 @@ def hf_trainer(quick: bool, threads: int) -> dict[str, Any]:
     return {"metric": macro_f1(d["y"][d["test"]], y_pred), "compute_s": t.seconds,
             "train_s": out.metrics["train_runtime"],
             "throughput": len(tr) * FT["epochs"] / out.metrics["train_runtime"], "throughput_unit": "train ex/s",
-            "n_train": len(tr), "settings": {**FT, "max_length": MAX_LENGTH, "torch_threads": torch.get_num_threads()}}
+            "n_train": len(tr), "settings": {**FT, "max_length": MAX_LENGTH, "torch_threads": torch.get_num_threads(),
+                                             "precision": "bf16" if bf16 else "fp32"}}
 
 
 # -- 2. TF-IDF (word 1-2 grams) + logistic regression, C chosen on the same validation set ----------------

@@ -24,7 +24,7 @@ from common import OUT, ROOT  # noqa: E402
 from report import render  # noqa: E402
 
 GROUPS = {
-    "finetune": ["tk_finetune", "hf_trainer"],
+    "finetune": ["tk_finetune", "hf_trainer", "tk_finetune_bf16", "hf_trainer_bf16"],
     "fewshot": ["tk_k8", "setfit_k8", "tk_k64", "setfit_k64"],
     "kshot": ["tk_kshot", "tfidf_lr"],
     "images": ["tk_digits", "timm_digits", "tk_mnist", "timm_mnist"],
@@ -82,6 +82,8 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups or job names: {', '.join(GROUPS)}")
     ap.add_argument("--threads", type=int, default=1, help="torch / BLAS threads for every job (default 1)")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the last run's results for jobs not run now (the table then mixes runs: it says so)")
     ap.add_argument("--from-results", action="store_true",
                     help="re-render the table from the last run's results.json instead of running the jobs")
     a = ap.parse_args()
@@ -110,6 +112,13 @@ def main() -> None:
     t0 = time.perf_counter()
     results = {n: run_job(n, a.quick, a.threads, out_dir) for n in names}
     meta.update(total_s=time.perf_counter() - t0, load_end=os.getloadavg())
+    saved_path = out_dir / "results.json"
+    if a.merge and saved_path.exists():
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        kept = {n: r for n, r in saved["results"].items() if n not in results}
+        meta["merged"] = {"jobs_run_now": names, "earlier_run": {k: saved["meta"].get(k) for k in
+                                                                 ("started", "commit", "command", "total_s")}}
+        results = {**kept, **results}
     (out_dir / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=float),
                                           encoding="utf-8")
     text = render(meta, results)
