@@ -17,8 +17,41 @@ class Task(str, Enum):
     regression = "regression"
 
 
+class YamlConfig:
+    """YAML / dict round-trip for config dataclasses, with a clear error for unknown keys."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> Any:
+        names = {f.name for f in fields(cls)}
+        unknown = [k for k in d if k.replace("-", "_") not in names]
+        if unknown:
+            k = unknown[0]
+            raise ConfigError(f"Unknown key '{k}' in {where}.{suggest(k.replace('-', '_'), names)} "
+                              f"Known keys: {', '.join(sorted(names))}.")
+        return cls(**{k.replace("-", "_"): v for k, v in d.items()})
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Any:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"Config file '{p}' does not exist.")
+        try:
+            d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Config file '{p}' is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"Config file '{p}' must hold a mapping of key: value.")
+        return cls.from_dict(d, where=str(p))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
 @dataclass
-class FitConfig:
+class FitConfig(YamlConfig):
     """Everything a fit needs; saved as ``config.yaml`` in every run."""
 
     # what to transfer and how
@@ -119,31 +152,3 @@ class FitConfig:
             raise bad_param("FitConfig", "max_length", "an integer >= 2", self.max_length)
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "config") -> FitConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = [k for k in d if k.replace("-", "_") not in names]
-        if unknown:
-            k = unknown[0]
-            raise ConfigError(f"Unknown key '{k}' in {where}.{suggest(k.replace('-', '_'), names)} "
-                              f"Known keys: {', '.join(sorted(names))}.")
-        return cls(**{k.replace("-", "_"): v for k, v in d.items()})
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> FitConfig:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"Config file '{p}' does not exist.")
-        try:
-            d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"Config file '{p}' is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(d, dict):
-            raise ConfigError(f"Config file '{p}' must hold a mapping of key: value.")
-        return cls.from_dict(d, where=str(p))
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)

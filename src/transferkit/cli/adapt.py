@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from .main import _float_list, _typed
+
 COMMAND = "adapt"
 
 
@@ -24,31 +26,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=text)
         elif isinstance(default, list):
-            p.add_argument(flag, dest=f.name, type=_float_list(flag), default=argparse.SUPPRESS, help=text)
+            p.add_argument(flag, dest=f.name, type=_float_list(f.name), default=argparse.SUPPRESS, help=text)
         else:
             typ = type(default) if default is not None else (
                 int if f.name in ("image_size", "max_length", "num_threads") else str)
             p.add_argument(flag, dest=f.name, type=_typed(typ, flag), default=argparse.SUPPRESS,
                            help=f"{text} (default: {default})".strip())
     return p
-
-
-def _typed(typ, flag):
-    def conv(v: str):
-        try:
-            return typ(v)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} expects {typ.__name__}, got {v!r}") from None
-    return conv
-
-
-def _float_list(flag):
-    def conv(v: str):
-        try:
-            return [float(x) for x in v.split(",") if x.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} expects numbers like 0.3,1,3") from None
-    return conv
 
 
 def run(args: argparse.Namespace) -> int:
