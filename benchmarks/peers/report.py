@@ -92,7 +92,8 @@ def _settings(res: dict) -> list[str]:
         out.append(f"Fine-tuning: {ft['n_train']} training e-mails (stratified), max length {s['max_length']}, batch "
                    f"{s['batch']}, {s['epochs']} epoch, lr {s['lr']}, warm-up {s['warmup']:.0%}, weight decay "
                    f"{s['weight_decay']}, one validation pass per epoch on the 200 validation e-mails in both; "
-                   f"transferkit adds layer-wise LR decay {s['layer_decay']} and length-bucketed batches, HF Trainer "
+                   f"transferkit layer-wise LR decay {s['layer_decay']} (1 = the Trainer's single learning rate) and "
+                   "length-bucketed batches, HF Trainer "
                    "uses its defaults (AdamW, linear schedule, `DataCollatorWithPadding`). Throughput = training "
                    f"e-mails / time of the training call including the validation pass (transferkit {ft['train_s']:.1f} s, "
                    f"HF `train_runtime` {hf['train_s']:.1f} s).")
