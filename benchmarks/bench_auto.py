@@ -46,7 +46,7 @@ from transferkit.study.compare import _budget_indices  # noqa: E402
 STUDIES = {
     "A": ("A-mnist-to-digits", "MNIST-trained scratch CNN -> digits", digits),
     "B1": ("B1-imagenet-to-digits", "ImageNet EfficientNet-Lite0 -> digits", digits),
-    "B2": ("B2-imagenet-to-mnist", "ImageNet EfficientNet-Lite0 -> MNIST (bench_transfer's first 2,000 images)",
+    "B2": ("B2-imagenet-to-mnist", "ImageNet EfficientNet-Lite0 -> MNIST (a fixed random 2,000-image sample of mnist10k)",
            lambda: mnist(2000)),
     "C": ("C-minilm-to-spam", "MiniLM -> SpamAssassin", spam),
 }
