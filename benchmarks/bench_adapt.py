@@ -32,6 +32,7 @@ from transferkit.adapt import AdaptConfig, adapt  # noqa: E402
 from transferkit.adapt.selection import CRITERIA, choose, oracle  # noqa: E402
 from transferkit.data import Dataset, from_arrays, stratified_split  # noqa: E402
 from transferkit.errors import ConfigError  # noqa: E402
+from markdown_blocks import update_section  # noqa: E402
 
 METHODS = ["source-only", "adabn", "coral", "mmd", "dann", "cdan", "mcc", "self-training", "dann+mcc"]
 
@@ -222,19 +223,6 @@ def method_choice(cells: list[dict], criterion: str = "dev") -> list[str]:
         out.append(f"seed {s}: `{criterion}` picks {pool[i][0]} (target acc {pool[i][1]['oracle']['accuracy']:.3f}); "
                    f"oracle {pool[j][0]} ({pool[j][1]['oracle']['accuracy']:.3f})")
     return out
-
-
-def update_section(text: str, key: str = "adapt") -> None:
-    """Replace the block between <!-- KEY:start --> and <!-- KEY:end --> (append it if missing)."""
-    path = ROOT / "BENCHMARKS.md"
-    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n{text}\n{end}"
-    new = (old[: old.index(start)] + block + old[old.index(end) + len(end):] if start in old
-           else old.rstrip() + "\n\n" + block + "\n")
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def main() -> None:

@@ -56,6 +56,7 @@ EFF, MINILM = "packaged:efficientnet_lite0", "packaged:minilm-l6"
 
 # ---- timing hooks (benchmark-side wrappers around module globals; src/ is not modified) -------------------
 import importlib  # noqa: E402
+from markdown_blocks import update_section  # noqa: E402
 
 _pl = importlib.import_module("transferkit.pipeline")
 _lp = importlib.import_module("transferkit.strategies.linear_probe")  # the package re-exports a function of that name
@@ -187,24 +188,6 @@ def write_json(path: Path, obj) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, default=str)
     os.replace(tmp, path)
-
-
-def update_section(name: str, body: str) -> None:
-    """Replace the text between the section's markers in BENCHMARKS.md (append if missing), atomically."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    old = BENCHMARKS_MD.read_text(encoding="utf-8") if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    i, j = old.find(start), old.find(end)
-    new = old[:i] + block + old[j + len(end):] if 0 <= i < j else old.rstrip() + "\n\n" + block + "\n"
-    fd, tmp = tempfile.mkstemp(dir=BENCHMARKS_MD.parent, prefix=".BENCHMARKS.", suffix=".md.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(new)
-        os.replace(tmp, BENCHMARKS_MD)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def table(header: list[str], rows: list[list]) -> list[str]:
@@ -765,7 +748,7 @@ def main() -> None:
     if args.render_only:
         res = json.loads(out_json.read_text(encoding="utf-8"))
         res["notes"] = notes(res)
-        update_section("core", render(res))
+        update_section(render(res), "core")
         say(f"re-rendered the core section of {BENCHMARKS_MD} from {out_json}")
         return
     machine = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "cores": cores(),
@@ -806,7 +789,7 @@ def main() -> None:
     text = render(res)
     print(text)
     if not args.quick and not args.no_write:
-        update_section("core", text)
+        update_section(text, "core")
         say(f"wrote {BENCHMARKS_MD} (section core) and {out_json}")
 
 

@@ -30,6 +30,7 @@ from transferkit.data import Dataset, from_arrays  # noqa: E402
 from transferkit.pipeline import fit  # noqa: E402
 from transferkit.study import StudyConfig, compare  # noqa: E402
 from transferkit.study.report import markdown_table  # noqa: E402
+from markdown_blocks import update_section  # noqa: E402
 
 
 def digits() -> Dataset:
@@ -92,18 +93,6 @@ def studies(quick: bool) -> dict[str, tuple[StudyConfig, Dataset]]:
         backbones=["packaged:minilm-l6"], budgets=[8, 64] if quick else [8, 64, 256], seeds=seeds[:2],
         out=str(OUT / "C-minilm-to-spam")), spam()))
     return out
-
-
-def update_section(text: str, key: str = "transfer") -> None:
-    """Replace the block between <!-- KEY:start --> and <!-- KEY:end --> (append it if missing)."""
-    path = ROOT / "BENCHMARKS.md"
-    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n{text}\n{end}"
-    new = old[: old.index(start)] + block + old[old.index(end) + len(end):] if start in old else old.rstrip() + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def main() -> None:

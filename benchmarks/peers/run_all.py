@@ -23,6 +23,9 @@ sys.path.insert(0, str(HERE))
 from common import OUT, ROOT  # noqa: E402
 from report import render  # noqa: E402
 
+sys.path.insert(0, str(HERE.parent))
+from markdown_blocks import update_section  # noqa: E402
+
 GROUPS = {
     "finetune": ["tk_finetune", "hf_trainer", "tk_finetune_bf16", "hf_trainer_bf16"],
     "fewshot": ["tk_k8", "setfit_k8", "tk_k64", "setfit_k64"],
@@ -30,21 +33,6 @@ GROUPS = {
     "images": ["tk_digits", "timm_digits", "tk_mnist", "timm_mnist"],
     "extract": ["extract_image", "extract_text"],
 }
-
-
-def update_section(text: str, key: str = "peers") -> None:
-    """Replace the block between <!-- KEY:start --> and <!-- KEY:end --> in BENCHMARKS.md (append if missing)."""
-    path = ROOT / "BENCHMARKS.md"
-    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n{text}\n{end}"
-    if start in old and end in old:
-        new = old[: old.index(start)] + block + old[old.index(end) + len(end):]
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def run_job(name: str, quick: bool, threads: int, out_dir: Path) -> dict:
@@ -92,7 +80,7 @@ def main() -> None:
         text = render(saved["meta"], saved["results"])
         print(text)
         if not a.no_write and not saved["meta"]["quick"]:
-            update_section(text)
+            update_section(text, "peers")
         return
     names: list[str] = []
     for item in a.only.split(","):
@@ -124,7 +112,7 @@ def main() -> None:
     text = render(meta, results)
     print(text)
     if not a.no_write and not a.quick:
-        update_section(text)
+        update_section(text, "peers")
         print("[peers] BENCHMARKS.md updated (peers section)")
 
 
