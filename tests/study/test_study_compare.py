@@ -192,3 +192,10 @@ def test_verdict_names_the_largest_budget_it_compares_with(budgets, phrase):
              for b in budgets for s, v in (("classical", 0.8), ("hybrid (x)", 0.85))]
     verdict = summarise(cells, None)["verdict"]
     assert phrase in verdict and "k=8" in verdict
+
+
+def test_compare_without_data_is_a_one_line_error(tmp_path, capsys):
+    from tests.helpers import cli, one_line_error
+
+    assert cli("compare", "--out", tmp_path / "s") == 2
+    assert "--train DATA" in one_line_error(capsys.readouterr().err)

@@ -85,6 +85,9 @@ class Study:
         self.cfg = cfg.validate()
         self.progress = progress
         b = cfg.base
+        if data is None and not b.train:
+            raise ConfigError("The study needs labelled data: pass --train DATA (an image folder or a table), "
+                              "or data= in the Python API.")
         self.data = data if data is not None else load_path(
             b.train, Columns(b.text_column, b.image_column, b.label_column, b.id_column), b.strict, task=b.task)
         self.out = Path(cfg.out)
