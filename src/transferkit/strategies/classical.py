@@ -53,17 +53,22 @@ class ClassicalModel:
         return self.scaler.transform(x)
 
     def outputs(self, ds: Dataset) -> np.ndarray:
-        x = self.featurise(ds)
-        if self.task == "regression":
-            return self.model.predict(x).reshape(-1, 1)
-        logits = np.full((x.shape[0], self.n_out), -1e4)
-        dec = self.model.decision_function(x)
-        cls = self.model.classes_.astype(int)
-        if dec.ndim == 1:
-            logits[:, cls[0]], logits[:, cls[1]] = 0.0, dec
-        else:
-            logits[:, cls] = dec
-        return logits
+        return linear_outputs(self.model, self.featurise(ds), self.task, self.n_out)
+
+
+def linear_outputs(model: Any, x: Any, task: str, n_out: int) -> np.ndarray:
+    """A fitted scikit-learn linear model's outputs as logits over all ``n_out`` classes (classes absent from
+    training get -1e4), or the regression prediction as one column."""
+    if task == "regression":
+        return model.predict(x).reshape(-1, 1)
+    logits = np.full((x.shape[0], n_out), -1e4)
+    dec = model.decision_function(x)
+    cls = model.classes_.astype(int)
+    if dec.ndim == 1:
+        logits[:, cls[0]], logits[:, cls[1]] = 0.0, dec
+    else:
+        logits[:, cls] = dec
+    return logits
 
 
 def fit_classical(train: Dataset, y_train: np.ndarray, val: Dataset, y_val: np.ndarray, task: str, n_out: int,

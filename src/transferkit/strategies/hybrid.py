@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from ..data.dataset import Dataset
 from ..engine.loop import validation_score
+from .classical import linear_outputs
 from .linear_probe import robust_scaler
 
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)  # 0: TF-IDF alone
@@ -46,16 +47,7 @@ class HybridModel:
         return sp.hstack([self.vectorizer.transform(texts.inputs), sp.csr_matrix(z)]).tocsr()
 
     def _outputs(self, x: sp.csr_matrix, model: Any) -> np.ndarray:
-        if self.task == "regression":
-            return model.predict(x).reshape(-1, 1)
-        logits = np.full((x.shape[0], self.n_out), -1e4)
-        dec = model.decision_function(x)
-        cls = model.classes_.astype(int)
-        if dec.ndim == 1:
-            logits[:, cls[0]], logits[:, cls[1]] = 0.0, dec
-        else:
-            logits[:, cls] = dec
-        return logits
+        return linear_outputs(model, x, self.task, self.n_out)
 
     def outputs(self, texts: Dataset, features: np.ndarray) -> np.ndarray:
         """Logits (classification) or the standardised target (regression)."""
