@@ -117,7 +117,7 @@ def run_study(key: str, verify: int) -> dict:
                 if choice.freeze_fraction:
                     groups = len(create_backbone(choice.backbone, image_size=base.image_size,
                                                  max_length=base.max_length).layer_groups())
-                    cfg = replace(cfg, freeze=max(1, round(choice.freeze_fraction * groups)))
+                    cfg = cfg.updated(freeze=max(1, round(choice.freeze_fraction * groups)))
                 r = fit(cfg, train=train, val=data.subset(val), test=data.subset(test), progress=False, save=False,
                         cache=cache)
                 value = float(r.metrics["macro_f1"])

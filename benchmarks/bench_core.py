@@ -46,8 +46,8 @@ import torch  # noqa: E402
 from transferkit.backbones import create_backbone  # noqa: E402
 from transferkit.config import FitConfig  # noqa: E402
 from transferkit.data import Dataset, from_arrays  # noqa: E402
-from transferkit.engine.extract import extract_features  # noqa: E402
-from transferkit.engine.inputs import Inputs  # noqa: E402
+from transferkit.features.extract import extract_features  # noqa: E402
+from transferkit.features.inputs import Inputs  # noqa: E402
 from transferkit.pipeline import fit  # noqa: E402
 from transferkit.strategies import FeatureCache  # noqa: E402
 
@@ -162,7 +162,7 @@ def timed_fit(cfg: FitConfig, train: Dataset, cache_dir: Path, val: Dataset | No
     wall = time.perf_counter() - t0
     d = r.details
     rec = {"backbone": cfg.backbone, "strategy": cfg.strategy, "image_size": cfg.image_size,
-           "max_length": cfg.max_length, "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
+           "max_length": cfg.max_length, "epochs": cfg.training.epochs, "lr": cfg.training.lr, "batch_size": cfg.training.batch_size,
            "macro_f1": r.metrics["macro_f1"], "accuracy": r.metrics["accuracy"], "wall_s": wall,
            "sizes": d.get("sizes"), "preprocess_s": d.get("preprocess_seconds"), "strategy_s": d.get("fit_seconds")}
     probe = d.get("probe", d)  # lp-ft nests the probe report
@@ -204,8 +204,8 @@ def bench_digits(args, res: dict, tmp: Path) -> None:
     for size in args.sizes:
         for backbone, strategy in ((EFF, "linear-probe"), (EFF, "lp-ft"), (EFF, "fine-tune"),
                                    ("scratch:cnn", "fine-tune")):
-            cfg = FitConfig(backbone=backbone, strategy=strategy, image_size=size, epochs=args.epochs, seed=0,
-                            num_threads=args.threads, **BASE)
+            cfg = FitConfig.from_dict(dict(backbone=backbone, strategy=strategy, image_size=size, epochs=args.epochs, seed=0,
+                            num_threads=args.threads, **BASE))
             cache_dir = tmp / f"digits-{size}-{strategy}-{backbone.split(':')[1]}"  # cold cache per fit
             rec = timed_fit(cfg, ds, cache_dir)
             rec["cache_dir"] = str(cache_dir)
@@ -232,8 +232,8 @@ def bench_spam(args, res: dict, tmp: Path, spam: Dataset) -> None:
         return
     tr, va, te = stratified_pick(spam.y, [args.ft_train, args.ft_val, args.ft_test], seed=0)
     extra = {"min_steps": 0} if "min_steps" in {f.name for f in fields(FitConfig)} else {}  # exactly 1 pass
-    cfg = FitConfig(backbone=MINILM, strategy="fine-tune", max_length=128, epochs=1, batch_size=16,
-                    lr=args.ft_lr, seed=0, num_threads=args.threads, **extra, **BASE)
+    cfg = FitConfig.from_dict(dict(backbone=MINILM, strategy="fine-tune", max_length=128, epochs=1, batch_size=16,
+                    lr=args.ft_lr, seed=0, num_threads=args.threads, **extra, **BASE))
     ft = timed_fit(cfg, spam.subset(tr), tmp / "spam-ft", val=spam.subset(va), test=spam.subset(te))
     ft["train_examples_per_s"] = len(tr) / max(ft["strategy_s"], 1e-9)  # includes one validation pass
     say(f"spam fine-tune ({len(tr)}/{len(va)}/{len(te)}): macro-F1 {ft['macro_f1']:.4f}, {ft['wall_s']:.1f} s")
@@ -450,8 +450,8 @@ def bench_throughput_text(args, res: dict, spam: Dataset) -> None:
 def bench_cached(args, res: dict, spam: Dataset) -> None:
     out = {}
     digits = digits_dataset().subset(np.arange(300)) if args.quick else digits_dataset()
-    cfg = FitConfig(backbone=EFF, strategy="linear-probe", image_size=128, epochs=args.epochs, seed=0,
-                    num_threads=args.threads, **BASE)
+    cfg = FitConfig.from_dict(dict(backbone=EFF, strategy="linear-probe", image_size=128, epochs=args.epochs, seed=0,
+                    num_threads=args.threads, **BASE))
     first = timed_fit(cfg, digits, Path(args.tmp) / "cached-digits")  # empty cache directory
     second = timed_fit(cfg, digits, Path(args.tmp) / "cached-digits")  # right after, same directory
     say(f"cached probe digits: first {first['wall_s']:.1f} s, second {second['wall_s']:.1f} s")

@@ -47,8 +47,8 @@ from transferkit.ranking.rank import BASELINE, rank_backbones  # noqa: E402
 from transferkit.ranking.scores import METRICS  # noqa: E402
 from transferkit.strategies import FeatureCache  # noqa: E402
 
-IMAGE_FT = FitConfig(num_threads=1, image_size=32, epochs=4, lr=1e-3, batch_size=32, patience=3, min_steps=60)
-TEXT_FT = FitConfig(num_threads=1, max_length=64, epochs=3, lr=2e-4, batch_size=16, patience=2, min_steps=0)
+IMAGE_FT = FitConfig.from_dict(dict(num_threads=1, image_size=32, epochs=4, lr=1e-3, batch_size=32, patience=3, min_steps=60))
+TEXT_FT = FitConfig.from_dict(dict(num_threads=1, max_length=64, epochs=3, lr=2e-4, batch_size=16, patience=2, min_steps=0))
 
 
 def mnist3000() -> Dataset:
@@ -97,8 +97,7 @@ def digits_source_run() -> str:
     """A scratch CNN trained on scikit-learn digits (32 px), the source for digits -> MNIST."""
     path = OUT / "runs" / "digits-cnn"
     if not (path / "run.json").exists():
-        cfg = replace(IMAGE_FT, backbone="scratch:cnn", strategy="fine-tune", lr=2e-3, epochs=6,
-                      runs_dir=str(OUT / "runs"), name="digits-cnn", overwrite=True)
+        cfg = IMAGE_FT.updated(backbone="scratch:cnn", strategy="fine-tune", lr=2e-3, epochs=6, runs_dir=str(OUT / "runs"), name="digits-cnn", overwrite=True)
         fit(cfg, train=digits(), progress=False)
     return f"run:{path}"
 
@@ -148,7 +147,7 @@ def run_task(key: str, spec: dict, seed: int) -> list[dict]:
         rank_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         if cand == BASELINE:
-            from transferkit.strategies.classical import fit_classical
+            from transferkit.baselines import fit_classical
 
             lm = LabelMap.fit(train.y)
             m = fit_classical(train, lm.encode(train.y), val, lm.encode(val.y), "classification", len(lm), seed)
@@ -240,8 +239,8 @@ def write_section(all_rows: dict[str, list[dict]], specs: dict, seeds: list[int]
         lines += [f"Cost over all seeds: scoring every candidate {rank_total:.0f} s (feature extraction through the "
                   f"cache + all five scores) vs fine-tuning them {ft_total:.0f} s ({ft_total / max(rank_total, 1e-9):.0f}x).",
                   ""]
-        lines += [f"Fine-tune settings: {ft.epochs} epochs max (patience {ft.patience}), lr {ft.lr:g}, batch "
-                  f"{ft.batch_size}, min_steps {ft.min_steps}, image size {ft.image_size}, max length {ft.max_length}.",
+        lines += [f"Fine-tune settings: {ft.training.epochs} epochs max (patience {ft.training.patience}), lr {ft.training.lr:g}, batch "
+                  f"{ft.training.batch_size}, min_steps {ft.training.min_steps}, image size {ft.image_size}, max length {ft.max_length}.",
                   ""]
     lines += ["### Summary: rank correlation with fine-tuned test accuracy", "",
               "| task (seed) | " + " | ".join(f"{m} tau / wtau" for m in METRICS) + " |",

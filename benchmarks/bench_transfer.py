@@ -60,8 +60,8 @@ def source_run(quick: bool) -> Path:
     path = OUT / "runs" / "mnist-cnn"
     if (path / "run.json").exists():
         return path
-    cfg = FitConfig(backbone="scratch:cnn", strategy="fine-tune", image_size=32, epochs=2 if quick else 3,
-                    num_threads=1, lr=2e-3, runs_dir=str(OUT / "runs"), name="mnist-cnn", overwrite=True)
+    cfg = FitConfig.from_dict(dict(backbone="scratch:cnn", strategy="fine-tune", image_size=32, epochs=2 if quick else 3,
+                    num_threads=1, lr=2e-3, runs_dir=str(OUT / "runs"), name="mnist-cnn", overwrite=True))
     r = fit(cfg, train=mnist(3000 if quick else 5000, offset=2000), progress=True)
     print(f"source run: MNIST test macro-F1 {r.metrics['macro_f1']:.4f}")
     return r.run_dir
@@ -70,13 +70,13 @@ def source_run(quick: bool) -> Path:
 def studies(quick: bool) -> dict[str, tuple[StudyConfig, Dataset]]:
     seeds = [0, 1] if quick else [0, 1, 2]
     img_budgets = [1, 10, "all"] if quick else [1, 5, 10, 50, "all"]
-    base_img = FitConfig(num_threads=1, image_size=32, epochs=4 if quick else 8, lr=2e-3, patience=3, batch_size=32)
+    base_img = FitConfig.from_dict(dict(num_threads=1, image_size=32, epochs=4 if quick else 8, lr=2e-3, patience=3, batch_size=32))
     out = {}
     out["A"] = ("MNIST-trained scratch CNN -> digits", lambda: (StudyConfig(
         base=base_img, strategies=["classical", "scratch", "linear-probe", "fine-tune", "lp-ft"],
         backbones=[f"run:{source_run(quick)}"], budgets=img_budgets, seeds=seeds, out=str(OUT / "A-mnist-to-digits")),
         digits()))
-    base_eff = FitConfig(num_threads=1, image_size=32, epochs=4, lr=1e-3, patience=3, batch_size=32)
+    base_eff = FitConfig.from_dict(dict(num_threads=1, image_size=32, epochs=4, lr=1e-3, patience=3, batch_size=32))
     out["B1"] = ("ImageNet EfficientNet-Lite0 -> digits", lambda: (StudyConfig(
         base=base_eff, strategies=["classical", "scratch", "linear-probe", "fine-tune", "lp-ft"],
         backbones=["packaged:efficientnet_lite0"], budgets=img_budgets, seeds=seeds,
@@ -86,7 +86,7 @@ def studies(quick: bool) -> dict[str, tuple[StudyConfig, Dataset]]:
         backbones=["packaged:efficientnet_lite0"], budgets=img_budgets, seeds=seeds,
         out=str(OUT / "B2-imagenet-to-mnist")), mnist(2000)))
     # lp-ft fine-tunes at lr/10 (1e-4 at the head, decayed per layer below it)
-    base_txt = FitConfig(num_threads=1, max_length=128, epochs=2, lr=1e-3, batch_size=16, patience=2)
+    base_txt = FitConfig.from_dict(dict(num_threads=1, max_length=128, epochs=2, lr=1e-3, batch_size=16, patience=2))
     out["C"] = ("MiniLM -> SpamAssassin", lambda: (StudyConfig(
         base=base_txt, strategies=["classical", "scratch", "linear-probe", "lp-ft", "hybrid"],
         backbones=["packaged:minilm-l6"], budgets=[8, 64] if quick else [8, 64, 256], seeds=seeds[:2],
@@ -115,7 +115,7 @@ def main() -> None:
         print(f"== {key}: {title}", flush=True)
         summary = compare(cfg, data=data, progress=True)
         parts = [f"### {key}. {title}", "", f"**{summary['verdict']}**", ""] + markdown_table(summary) + [
-            "", f"Settings: {cfg.base.epochs} epochs max (patience {cfg.base.patience}), lr {cfg.base.lr:g}, "
+            "", f"Settings: {cfg.base.training.epochs} epochs max (patience {cfg.base.training.patience}), lr {cfg.base.training.lr:g}, "
             f"image size {cfg.base.image_size}, max length {cfg.base.max_length}; compute time of all cells "
             f"{sum(c['seconds'] for c in summary['cells']):.0f} s (1 torch thread, machine shared with other "
             f"benchmarks). Curve: `benchmarks/out/transfer/{Path(cfg.out).name}/curve.png`.", ""]

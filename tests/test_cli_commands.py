@@ -282,8 +282,8 @@ def test_features_export_parquet_and_npz(capsys, spam_jsonl, spam_records, tmp_p
 
 
 def test_features_from_a_saved_run(capsys, image_run, mnist_folder, tmp_path):
-    from transferkit.engine.extract import extract_features
-    from transferkit.engine.inputs import Inputs
+    from transferkit.features.extract import extract_features
+    from transferkit.features.inputs import Inputs
     from transferkit.runs import load_run
 
     rc = cli("--quiet", "features", "--run", image_run, "--data", mnist_folder, "-o", tmp_path / "f.npz")

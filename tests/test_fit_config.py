@@ -36,7 +36,7 @@ def test_defaults_validate_and_validate_returns_self():
 ])
 def test_bad_values_name_the_parameter_and_expectation(field, value, expected):
     with pytest.raises(ConfigError) as e:
-        FitConfig(**{field: value}).validate()
+        FitConfig.from_dict({field: value}).validate()
     msg = str(e.value)
     assert f"'{field}' parameter of FitConfig must be {expected}" in msg
     assert f"Got {value!r} instead." in msg
@@ -44,11 +44,20 @@ def test_bad_values_name_the_parameter_and_expectation(field, value, expected):
     assert e.value.exit_code == 2 and isinstance(e.value, TransferkitError)
 
 
-def test_unknown_strategy_and_backbone_are_config_errors():
+def test_unknown_strategy_backbone_and_engine_are_config_errors_before_any_work():
+    """Registry names are resolved by fit (``check_names``), first thing: no data is needed to see the error."""
+    from transferkit.pipeline import check_names, fit
+
     with pytest.raises(ConfigError, match="Unknown strategy 'finetune'.*Did you mean 'fine-tune'"):
-        FitConfig(strategy="finetune").validate()
+        fit(FitConfig(strategy="finetune"), save=False, progress=False)
     with pytest.raises(ConfigError, match="source prefix"):
-        FitConfig(backbone="efficientnet_lite0").validate()
+        fit(FitConfig(backbone="efficientnet_lite0"), save=False, progress=False)
+    with pytest.raises(ConfigError) as e:
+        check_names(FitConfig(engine="tensorrt"))
+    assert str(e.value) == ("The 'engine' parameter of FitConfig must be compiled | eager | onnx | onnx-int8. "
+                            "Got 'tensorrt' instead.")
+    # validate() checks types and ranges only: a well-formed but unknown name passes it
+    assert FitConfig(strategy="finetune", engine="tensorrt").validate().strategy == "finetune"
 
 
 def test_from_dict_accepts_dashes_and_rejects_unknown_keys_with_a_suggestion():

@@ -24,16 +24,16 @@ def tk_image(quick: bool, threads: int, name: str) -> dict[str, Any]:
     X, y, vmax = d["X"], d["y"], d["value_max"]
     part = {k: from_arrays(X[d[k]], y[d[k]], value_max=vmax) for k in ("train", "val", "test")}
     ep = _epochs(name, quick)
-    cfg = FitConfig(backbone="packaged:efficientnet_lite0", strategy="fine-tune", image_size=SIZE, epochs=ep,
+    cfg = FitConfig.from_dict(dict(backbone="packaged:efficientnet_lite0", strategy="fine-tune", image_size=SIZE, epochs=ep,
                     batch_size=IMG["batch"], lr=IMG["lr"], weight_decay=IMG["weight_decay"], warmup=IMG["warmup"],
-                    min_steps=0, patience=ep, seed=0, num_threads=threads)
+                    min_steps=0, patience=ep, seed=0, num_threads=threads))
     with Timer() as t, tempfile.TemporaryDirectory() as tmp:
         r = fit(cfg, train=part["train"], val=part["val"], test=part["test"], save=False, progress=False,
                 cache=FeatureCache(tmp))
     n = len(d["train"])
     return {"metric": r.metrics["macro_f1"], "compute_s": t.seconds, "train_s": r.details["fit_seconds"],
             "throughput": n * ep / r.details["fit_seconds"], "throughput_unit": "train img/s", "n_train": n,
-            "settings": {**IMG, "epochs": ep, "size": SIZE, "layer_decay": cfg.layer_decay}}
+            "settings": {**IMG, "epochs": ep, "size": SIZE, "layer_decay": cfg.training.layer_decay}}
 
 
 def timm_loop(quick: bool, threads: int, name: str) -> dict[str, Any]:

@@ -30,10 +30,10 @@ def tk_finetune(quick: bool, threads: int, precision: str = "fp32") -> dict[str,
     tr = finetune_subset(d, _n_train(quick))
     part = {k: from_arrays([d["texts"][i] for i in idx], d["y"][idx]) for k, idx in
             (("train", tr), ("val", d["val"]), ("test", d["test"]))}
-    cfg = FitConfig(backbone="packaged:minilm-l6", strategy="fine-tune", max_length=MAX_LENGTH,
+    cfg = FitConfig.from_dict(dict(backbone="packaged:minilm-l6", strategy="fine-tune", max_length=MAX_LENGTH,
                     batch_size=FT["batch"], epochs=FT["epochs"], lr=FT["lr"], warmup=FT["warmup"],
                     weight_decay=FT["weight_decay"], layer_decay=FT["layer_decay"], min_steps=0, seed=0,
-                    num_threads=threads, precision=precision)
+                    num_threads=threads, precision=precision))
     import tempfile
 
     with Timer() as t, tempfile.TemporaryDirectory() as tmp:
@@ -41,7 +41,7 @@ def tk_finetune(quick: bool, threads: int, precision: str = "fp32") -> dict[str,
                 cache=FeatureCache(tmp))
     return {"metric": r.metrics["macro_f1"], "compute_s": t.seconds, "train_s": r.details["fit_seconds"],
             "throughput": len(tr) * FT["epochs"] / r.details["fit_seconds"], "throughput_unit": "train ex/s",
-            "n_train": len(tr), "settings": {**FT, "max_length": MAX_LENGTH, "layer_decay": cfg.layer_decay,
+            "n_train": len(tr), "settings": {**FT, "max_length": MAX_LENGTH, "layer_decay": cfg.training.layer_decay,
                                              "precision": precision}}
 
 
@@ -143,7 +143,7 @@ def tk_kshot(quick: bool, threads: int, ks: list | None = None, engine: str = "o
 
     from transferkit.backbones import create_backbone
     from transferkit.data import from_arrays
-    from transferkit.engine.inputs import Inputs
+    from transferkit.features.inputs import Inputs
     from transferkit.strategies import FeatureCache
     from transferkit.strategies.linear_probe import fit_probe
 

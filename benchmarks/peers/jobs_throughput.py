@@ -25,9 +25,9 @@ def throughput(quick: bool, threads: int, modality: str) -> dict[str, Any]:
 
     from transferkit.backbones import create_backbone
     from transferkit.data import from_arrays
-    from transferkit.engine.extract import extract_features
-    from transferkit.engine.inputs import Inputs
-    from transferkit.engine.runtimes import get_runtime
+    from transferkit.features.extract import extract_features
+    from transferkit.features.inputs import Inputs
+    from transferkit.features.runtimes import get_runtime
 
     if modality == "image":
         d = images("digits", quick)

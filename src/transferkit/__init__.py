@@ -1,7 +1,7 @@
 """transferkit: transfer learning for images and text, with honest evaluation."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from typing import TYPE_CHECKING, Any
 

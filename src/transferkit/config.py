@@ -1,4 +1,5 @@
-"""Typed configuration: one dataclass that round-trips to YAML and reproduces a run."""
+"""Typed configuration: dataclasses that round-trip to YAML and reproduce a run; help text lives in each field's
+metadata and the CLI builds its flags from it (``transferkit.cli.flags``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,21 +18,54 @@ class Task(str, Enum):
     regression = "regression"
 
 
+def setting(default: Any = dataclasses.MISSING, help: str = "", *,
+            factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with its help text (shown by the CLI, which builds its flags from the dataclass)."""
+    return field(default=default, default_factory=factory, metadata={"help": help})
+
+
+def nested_configs(cls: type) -> dict[str, type]:
+    """Fields of a config dataclass that are config dataclasses themselves (e.g. ``training``)."""
+    hints = {"TrainConfig": TrainConfig}
+    return {f.name: hints[f.type] for f in fields(cls) if isinstance(f.type, str) and f.type in hints}
+
+
 class YamlConfig:
-    """YAML / dict round-trip for config dataclasses, with a clear error for unknown keys."""
+    """YAML / dict round-trip for config dataclasses, with a clear error for unknown keys.
+
+    Nested configs (``training``) are written as mappings; flat keys of a nested config given at the top level
+    (CLI flags, configs written before the nesting) are moved into it.
+    """
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "config") -> Any:
+        d = {k.replace("-", "_"): v for k, v in d.items()}
+        nested = nested_configs(cls)
         names = {f.name for f in fields(cls)}
-        unknown = [k for k in d if k.replace("-", "_") not in names]
+        inner: dict[str, dict[str, Any]] = {}
+        for key, sub in nested.items():
+            sub_names = {f.name for f in fields(sub)} - names
+            given = d.pop(key, None) or {}
+            if isinstance(given, YamlConfig):
+                given = given.to_dict()
+            if not isinstance(given, dict):
+                raise ConfigError(f"'{key}' in {where} must be a mapping of key: value, got {given!r}.")
+            inner[key] = {**given, **{k: d.pop(k) for k in list(d) if k in sub_names}}
+        known = names | {n for sub in nested.values() for f in fields(sub) for n in [f.name]}
+        unknown = [k for k in d if k not in names]
         if unknown:
             k = unknown[0]
-            raise ConfigError(f"Unknown key '{k}' in {where}.{suggest(k.replace('-', '_'), names)} "
-                              f"Known keys: {', '.join(sorted(names))}.")
-        return cls(**{k.replace("-", "_"): v for k, v in d.items()})
+            raise ConfigError(f"Unknown key '{k}' in {where}.{suggest(k, known)} "
+                              f"Known keys: {', '.join(sorted(known))}.")
+        made = {}
+        for key, given in inner.items():
+            given = {k.replace("-", "_"): v for k, v in given.items()}
+            nested[key].from_dict(given, where=f"{where} ({key})")  # unknown keys, with suggestions
+            made[key] = dataclasses.replace(getattr(cls(), key), **given)  # on the owner's defaults
+        return cls(**d, **made)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Any:
@@ -49,101 +83,148 @@ class YamlConfig:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    def updated(self, **changes: Any) -> Any:
+        """A copy with ``changes``; keys of a nested config may be given flat (``cfg.updated(lr=1e-4)``)."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+
+@dataclass
+class TrainConfig(YamlConfig):
+    """Training settings, declared once: shared by fit, adapt and the engine's trainer."""
+
+    epochs: int = setting(5, "training epochs")
+    batch_size: int = setting(32, "examples per batch")
+    lr: float = setting(1e-3, "peak learning rate (of the head; lower layer groups get layer_decay per group less)")
+    weight_decay: float = setting(0.01, "AdamW weight decay")
+    layer_decay: float = setting(0.85, "layer-wise LR decay per group below the head (1 = none)")
+    freeze: int = setting(0, "freeze the bottom K layer groups during fine-tuning")
+    warmup: float = setting(0.1, "fraction of the optimiser steps spent in linear LR warm-up (then cosine decay)")
+    grad_clip: float = setting(1.0, "clip the gradient norm at this value (0 = off)")
+    accumulate: int = setting(1, "batches accumulated per optimiser step")
+    patience: int = setting(3, "early stopping: epochs without a validation gain before stopping")
+    min_steps: int = setting(100, "small data: repeat passes within each epoch until training has at least this "
+                                  "many optimiser steps (0: exactly --epochs passes)")
+    label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy")
+    precision: str = setting("fp32", "training arithmetic: fp32 | bf16 (CPU autocast; about 2x faster on CPUs with "
+                                     "native bf16) | fp16 (CUDA, with a gradient scaler)")
+    device: str = setting("cpu", "where training runs: cpu | cuda | auto (cuda when available)")
+    checkpoint_every: int = setting(200, "optimiser steps between crash-safe checkpoints (also written at every "
+                                         "epoch end and on Ctrl-C / SIGTERM; 0: epoch ends only)")
+
+    def validate(self, owner: str = "TrainConfig") -> TrainConfig:
+        for name, lo in (("epochs", 1), ("batch_size", 1), ("accumulate", 1), ("patience", 1), ("min_steps", 0),
+                         ("freeze", 0), ("checkpoint_every", 0)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise bad_param(owner, name, f"an integer >= {lo}", v)
+        for name in ("lr", "layer_decay"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+                raise bad_param(owner, name, "a float in (0, inf)", v)
+        for name in ("warmup", "label_smoothing"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0 <= v < 1:
+                raise bad_param(owner, name, "a float in [0, 1)", v)
+        for name in ("weight_decay", "grad_clip"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or v < 0:
+                raise bad_param(owner, name, "a float >= 0", v)
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise bad_param(owner, "precision", "'fp32', 'bf16' or 'fp16'", self.precision)
+        if self.device != "auto" and not (isinstance(self.device, str) and self.device.split(":")[0] in ("cpu", "cuda")):
+            raise bad_param(owner, "device", "'cpu', 'cuda', 'cuda:N' or 'auto'", self.device)
+        return self
+
+
+RUN_PLACEMENT = ("runs_dir", "name", "overwrite")  # where a run goes, not what it computes
+
+
+def flat_keys(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{'training': {'lr': 1}}`` -> ``{'training.lr': 1}``."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat_keys(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def refuse_changed_settings(saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """Raise a one-line ConfigError naming every setting (other than the run's placement) that differs."""
+    saved, now = flat_keys(saved), flat_keys(now)
+    diff = [k for k in now if k not in RUN_PLACEMENT and saved.get(k) != now[k]]
+    if diff:
+        shown = ", ".join(f"{k} ({saved.get(k)!r} -> {now[k]!r})" for k in diff)
+        raise ConfigError(f"Cannot resume with different settings: {shown}. Resume with the settings it was "
+                          "started with, or start over with --overwrite.")
+
 
 @dataclass
 class FitConfig(YamlConfig):
     """Everything a fit needs; saved as ``config.yaml`` in every run."""
 
     # what to transfer and how
-    backbone: str = "packaged:efficientnet_lite0"
-    strategy: str = "linear-probe"
-    task: str = "classification"
-    seed: int = 0
+    backbone: str = setting("packaged:efficientnet_lite0", "backbone spec, e.g. packaged:efficientnet_lite0, "
+                            "timm:resnet18, hf:DIR, or auto (see `transferkit info`)")
+    strategy: str = setting("linear-probe", "how to adapt the backbone: a registered strategy (`transferkit info`)")
+    task: str = setting("classification", "classification | regression")
+    seed: int = setting(0, "seed of the splits, initialisation and batch order")
     # data
-    train: str | None = None
-    val: str | None = None
-    test: str | None = None
-    text_column: str | None = None
-    image_column: str | None = None
-    label_column: str = "label"
-    id_column: str | None = None
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    strict: bool = False
+    train: str | None = setting(None, "image folder (one sub-folder per class) or CSV/JSONL/Parquet table")
+    val: str | None = setting(None, "validation data (default: split from train)")
+    test: str | None = setting(None, "test data (default: split from train)")
+    text_column: str | None = setting(None, "text column(s) of a table, comma-separated columns are joined")
+    image_column: str | None = setting(None, "image-path column of a table")
+    label_column: str = setting("label", "label column of a table")
+    id_column: str | None = setting(None, "id column of a table (kept in predictions)")
+    val_fraction: float = setting(0.15, "fraction of train held out for validation when --val is not given")
+    test_fraction: float = setting(0.15, "fraction of train held out for testing when --test is not given")
+    strict: bool = setting(False, "stop at the first unreadable image instead of skipping it")
     # preprocessing
-    image_size: int | None = None
-    max_length: int | None = None
-    # training (fine-tune, lp-ft)
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    layer_decay: float = 0.85
-    freeze: int = 0
-    warmup: float = 0.1
-    grad_clip: float = 1.0
-    accumulate: int = 1
-    patience: int = 3
-    min_steps: int = 100
-    class_weights: bool = False
-    label_smoothing: float = 0.0
-    loss: str = "mse"
-    head: str = "linear"
+    image_size: int | None = setting(None, "input size in pixels (default: the backbone's)")
+    max_length: int | None = setting(None, "text: tokens per example (default: the backbone's)")
+    # training (fine-tune, lp-ft): declared once in TrainConfig, shared with adapt and the trainer
+    training: TrainConfig = setting(factory=TrainConfig, help="training settings (fine-tune, lp-ft)")
+    class_weights: bool = setting(False, "weight classes inversely to their frequency")
+    loss: str = setting("mse", "regression loss: mse | huber")
+    head: str = setting("linear", "task head: linear | mlp")
     # linear probe
-    probe_grid: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0])
-    # choosing what to transfer: comma-separated backbone specs ranked when backbone="auto"
-    candidates: str | None = None
+    probe_grid: list[float] = setting(factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0],
+                                      help="comma-separated C values tried by the linear probe")
+    candidates: str | None = setting(None, "comma-separated backbone specs to rank when --backbone auto")
     # engineering
-    num_threads: int | None = None
-    engine: str = "eager"  # feature-extraction engine: eager | compiled | onnx | onnx-int8
-    precision: str = "fp32"  # training arithmetic: fp32 | bf16 (autocast; fast on CPUs with native bf16)
+    num_threads: int | None = setting(None, "torch threads (default: all cores)")
+    engine: str = setting("eager", "feature-extraction engine: eager | compiled | onnx | onnx-int8 (checked "
+                                   "against eager)")
     # where the run goes
-    runs_dir: str = "runs"
-    name: str | None = None
-    overwrite: bool = False
+    runs_dir: str = setting("runs", "folder of the runs")
+    name: str | None = setting(None, "run name (default: strategy-backbone-time)")
+    overwrite: bool = setting(False, "replace an existing run of this name")
 
     def validate(self) -> FitConfig:
-        from .backbones import parse_spec
-        from .strategies import STRATEGIES
+        """Check types and ranges (one-line ``ConfigError``s); returns ``self``.
 
+        Registry names (strategy, backbone spec and candidates, engine) are resolved where they are used:
+        ``transferkit.pipeline.fit`` checks them first thing (``check_names``), before any work.
+        """
         if self.task not in {t.value for t in Task}:
             raise bad_param("FitConfig", "task", "'classification' or 'regression'", self.task)
-        STRATEGIES.get(self.strategy)
-        if self.backbone == "auto":  # chosen by transferability ranking among the candidates (transferkit.ranking)
-            for spec in (self.candidates or "").split(","):
-                if spec.strip():
-                    parse_spec(spec.strip())
-        else:
-            parse_spec(self.backbone)
+        # backbone "auto": chosen by transferability ranking among the candidates (transferkit.ranking)
         if "auto" in (self.backbone, self.strategy) and self.task != "classification":
             raise ConfigError(f"backbone/strategy 'auto' ranks candidates for classification; task {self.task!r} "
                               "needs an explicit --backbone and --strategy.")
-        for name, lo in (("epochs", 1), ("batch_size", 1), ("accumulate", 1), ("patience", 1)):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise bad_param("FitConfig", name, f"an integer >= {lo}", v)
-        if not isinstance(self.min_steps, int) or self.min_steps < 0:
-            raise bad_param("FitConfig", "min_steps", "an integer >= 0", self.min_steps)
-        if not isinstance(self.freeze, int) or self.freeze < 0:
-            raise bad_param("FitConfig", "freeze", "an integer >= 0", self.freeze)
-        for name in ("lr", "layer_decay"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or v <= 0:
-                raise bad_param("FitConfig", name, "a float in (0, inf)", v)
-        for name in ("val_fraction", "test_fraction", "warmup", "label_smoothing"):
+        if not isinstance(self.training, TrainConfig):
+            raise bad_param("FitConfig", "training", "a TrainConfig", self.training)
+        self.training.validate("FitConfig")
+        for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0 <= v < 1:
                 raise bad_param("FitConfig", name, "a float in [0, 1)", v)
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise bad_param("FitConfig", "weight_decay/grad_clip", "a float >= 0", (self.weight_decay, self.grad_clip))
         if self.loss not in ("mse", "huber"):
             raise bad_param("FitConfig", "loss", "'mse' or 'huber'", self.loss)
-        if self.precision not in ("fp32", "bf16"):
-            raise bad_param("FitConfig", "precision", "'fp32' or 'bf16'", self.precision)
-        from .engine.runtimes import ENGINES
-
-        if self.engine not in ENGINES.names():
-            raise bad_param("FitConfig", "engine", " | ".join(ENGINES.names()), self.engine)
+        if not isinstance(self.engine, str) or not self.engine:
+            raise bad_param("FitConfig", "engine", "an engine name (a string)", self.engine)
         if self.head not in ("linear", "mlp"):
             raise bad_param("FitConfig", "head", "'linear' or 'mlp'", self.head)
         if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 8):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sklearn.datasets import load_digits
 
-from .config import FitConfig
+from .config import FitConfig, TrainConfig
 from .data import from_arrays
 from .pipeline import fit
 from .runs.store import write_json
@@ -25,7 +25,7 @@ def _classical_row(ds, seed: int) -> dict:
     """Pixels + logistic regression on exactly the split that `fit` makes (same seed, same fractions)."""
     from .evaluation.metrics import classification_metrics, softmax
     from .pipeline import encode_targets, load_splits
-    from .strategies.classical import fit_classical
+    from .baselines import fit_classical
 
     cfg = FitConfig(seed=seed)
     t0 = time.perf_counter()
@@ -47,8 +47,9 @@ def run_demo(runs_dir: str | Path = "runs/demo", fast: bool = False, progress: b
     rows = [_classical_row(ds, seed)]
     for strategy, backbone in DEMO_RUNS:
         name = f"{strategy}-{backbone.split(':')[1]}"
-        cfg = FitConfig(backbone=backbone, strategy=strategy, image_size=64, epochs=2 if fast else 4,
-                        min_steps=30 if fast else 100, seed=seed, runs_dir=str(runs_dir), name=name, overwrite=True)
+        cfg = FitConfig(backbone=backbone, strategy=strategy, image_size=64, seed=seed, runs_dir=str(runs_dir),
+                        training=TrainConfig(epochs=2 if fast else 4, min_steps=30 if fast else 100), name=name,
+                        overwrite=True)
         t0 = time.perf_counter()
         r = fit(cfg, train=ds, progress=progress)
         rows.append({"strategy": strategy, "backbone": backbone, "macro_f1": r.metrics["macro_f1"],

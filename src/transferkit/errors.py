@@ -19,6 +19,12 @@ class DataError(TransferkitError):
     """Missing, malformed or unusable data."""
 
 
+class TrainingInterrupted(TransferkitError):
+    """SIGINT / SIGTERM stopped training; the message says whether a checkpoint was written and how to resume."""
+
+    exit_code = 130
+
+
 def suggest(name: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean X?' when a close match exists, else ''."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)

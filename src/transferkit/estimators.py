@@ -13,9 +13,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from .config import FitConfig
 from .data import from_arrays
-from .engine.inputs import Inputs
 from .engine.loop import predict_outputs
 from .evaluation.metrics import softmax
+from .features.inputs import Inputs
 
 
 class _TransferBase(BaseEstimator):
@@ -58,7 +58,6 @@ class _TransferBase(BaseEstimator):
             train, val = ds.subset(tr), ds.subset(va)
         result = fit_pipeline(cfg, train=train, val=val, test=val, progress=self.progress, save=False)
         self.model_ = result.model
-        self.baseline_ = result.baseline  # set when strategy/backbone "auto" chose the classical baseline
         self.labels_ = result.labels
         self.value_max_ = ds.value_max
         self.config_ = cfg
@@ -73,34 +72,24 @@ class _TransferBase(BaseEstimator):
 
         check_is_fitted(self, "model_")
         ds = from_arrays(X, value_max=self.value_max_)
-        if self.model_ is None and getattr(self, "baseline_", None) is not None:
-            return self.baseline_.outputs(ds)
         return predict_outputs(self.model_, Inputs(ds, self.model_.backbone), max(self.batch_size, 64))
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write a run directory (same format as `transferkit fit`)."""
         from sklearn.utils.validation import check_is_fitted
 
-        from .runs.store import RunWriter, run_info, save_model_files, write_json
+        from .runs.lifecycle import start_run
+        from .runs.store import run_info, save_model_files, write_json
 
         check_is_fitted(self, "model_")
-        if self.model_ is None:
-            from .errors import ConfigError
-
-            raise ConfigError("auto chose the classical baseline, which has no backbone + head to save as a run; "
-                              "keep the estimator object (e.g. with joblib) or fix --strategy/--backbone.")
         p = Path(path)
-        w = RunWriter(p.parent, p.name, overwrite)
-        try:
-            save_model_files(w.dir, self.model_, self.config_, {**self.labels_, "value_max": self.value_max_})
-            write_json(w.dir / "metrics.json", {"val": self.val_metrics_})
+        with start_run(p.parent, p.name, overwrite=overwrite, log_file="save.log") as run:
+            save_model_files(run.dir, self.model_, self.config_, {**self.labels_, "value_max": self.value_max_})
+            write_json(run.dir / "metrics.json", {"val": self.val_metrics_})
             head = "linear" if self.model_.head.__class__.__name__ == "Linear" else "mlp"
-            write_json(w.dir / "run.json", run_info(self.config_, __import__("time").time(),
-                                                    {"name": p.name, "head": head, "estimator": type(self).__name__}))
-            return w.commit()
-        except BaseException:
-            w.abort()
-            raise
+            write_json(run.dir / "run.json", run_info(self.config_, __import__("time").time(),
+                                                      {"name": p.name, "head": head, "estimator": type(self).__name__}))
+        return run.final
 
     @classmethod
     def load(cls, path: str | Path) -> Any:
@@ -108,8 +97,9 @@ class _TransferBase(BaseEstimator):
 
         run = load_run(path)
         c = run.config
-        est = cls(backbone=c.backbone, strategy=c.strategy, epochs=c.epochs, lr=c.lr, batch_size=c.batch_size,
-                  freeze=c.freeze, layer_decay=c.layer_decay, image_size=c.image_size, max_length=c.max_length,
+        t = c.training
+        est = cls(backbone=c.backbone, strategy=c.strategy, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size,
+                  freeze=t.freeze, layer_decay=t.layer_decay, image_size=c.image_size, max_length=c.max_length,
                   val_fraction=c.val_fraction, seed=c.seed)
         est.model_, est.config_ = run.model, c
         est.labels_ = {k: v for k, v in run.labels.items() if k != "value_max"}

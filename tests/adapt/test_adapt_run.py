@@ -30,7 +30,7 @@ def tiny_domains(mnist, digits):
 def _cfg(method: str, tmp_path, **kw) -> AdaptConfig:
     base = dict(method=method, backbone="scratch:cnn", image_size=16, epochs=1, batch_size=16, checkpoints=2,
                 plot_points=40, num_threads=1, runs_dir=str(tmp_path), name=method.replace("+", "_"))
-    return AdaptConfig(**{**base, **kw})
+    return AdaptConfig.from_dict({**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +124,8 @@ def _spam_sets(spam_records):
 
 def test_text_end_to_end_with_scratch_transformer(spam_records, tmp_path):
     src, tgt, tst = _spam_sets(spam_records)
-    cfg = AdaptConfig(method="cdan+mcc", backbone="scratch:transformer", max_length=32, epochs=1, batch_size=16,
-                      checkpoints=1, plot_points=20, num_threads=1, runs_dir=str(tmp_path), name="txt")
+    cfg = AdaptConfig.from_dict(dict(method="cdan+mcc", backbone="scratch:transformer", max_length=32, epochs=1, batch_size=16,
+                      checkpoints=1, plot_points=20, num_threads=1, runs_dir=str(tmp_path), name="txt"))
     r = adapt(cfg, src, tgt, tst, progress=False)
     assert (r.run_dir / "embedding.png").exists() and (r.run_dir / "model.safetensors").exists()
     assert set(r.labels["classes"]) == {"ham", "spam"}
@@ -134,9 +134,9 @@ def test_text_end_to_end_with_scratch_transformer(spam_records, tmp_path):
 @pytest.mark.parametrize("method", ["self-training", "dann+mcc", "cdan", "mmd+coral"])
 def test_text_frozen_minilm_features(spam_records, tmp_path, method):
     src, tgt, tst = _spam_sets(spam_records)
-    cfg = AdaptConfig(method=method, backbone="packaged:minilm-l6", max_length=32, features="frozen", epochs=2,
+    cfg = AdaptConfig.from_dict(dict(method=method, backbone="packaged:minilm-l6", max_length=32, features="frozen", epochs=2,
                       batch_size=16, checkpoints=2, plot_points=0, num_threads=1, threshold=0.6,
-                      runs_dir=str(tmp_path), name="frozen")
+                      runs_dir=str(tmp_path), name="frozen"))
     r = adapt(cfg, src, tgt, tst, progress=False)
     assert r.model.backbone.meta.spec.startswith("frozen:packaged:minilm-l6")
     assert (r.run_dir / "adapter.safetensors").exists()

@@ -69,7 +69,7 @@ def test_parse_method_combinations_and_errors():
 ])
 def test_config_validation(kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        AdaptConfig(**kwargs).validate()
+        AdaptConfig.from_dict(kwargs).validate()
 
 
 def test_config_yaml_round_trip(tmp_path):

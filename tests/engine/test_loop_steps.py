@@ -8,9 +8,10 @@ import torch
 
 from transferkit.backbones import create_backbone
 from transferkit.data import from_arrays
-from transferkit.engine.inputs import Inputs
-from transferkit.engine.loop import TrainSettings, predict_outputs, train_model, validation_score
+from transferkit.config import TrainConfig
+from transferkit.engine.loop import TaskSpec, predict_outputs, train_model, validation_score
 from transferkit.engine.model import TransferModel
+from transferkit.features.inputs import Inputs
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def step_log(monkeypatch):
 ])
 def test_optimizer_steps(tiny, step_log, accumulate, min_steps, expected_steps):
     model, tr, ytr, va, yva = tiny
-    s = TrainSettings(epochs=2, batch_size=8, accumulate=accumulate, min_steps=min_steps, patience=5, lr=1e-3)
+    s = TrainConfig(epochs=2, batch_size=8, accumulate=accumulate, min_steps=min_steps, patience=5, lr=1e-3)
     hist = train_model(model, tr, ytr, va, yva, s, progress=False)
     assert len(hist.epochs) == 2
     assert len(step_log) == expected_steps
@@ -51,7 +52,7 @@ def test_optimizer_steps(tiny, step_log, accumulate, min_steps, expected_steps):
 
 def test_warmup_then_cosine_decay(tiny, step_log):
     model, tr, ytr, va, yva = tiny
-    s = TrainSettings(epochs=4, batch_size=8, lr=1e-2, warmup=0.25, patience=10)
+    s = TrainConfig(min_steps=0, epochs=4, batch_size=8, lr=1e-2, warmup=0.25, patience=10)
     train_model(model, tr, ytr, va, yva, s, progress=False)
     lrs = np.asarray(step_log)
     assert len(lrs) == 20
@@ -64,7 +65,7 @@ def test_warmup_then_cosine_decay(tiny, step_log):
 
 def test_tensorboard_events_are_written(tiny, tmp_path):
     model, tr, ytr, va, yva = tiny
-    train_model(model, tr, ytr, va, yva, TrainSettings(epochs=1, batch_size=8), log_dir=tmp_path / "tb",
+    train_model(model, tr, ytr, va, yva, TrainConfig(min_steps=0, epochs=1, batch_size=8), log_dir=tmp_path / "tb",
                 progress=False)
     events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
@@ -79,8 +80,9 @@ def test_regression_training_fits_standardised_target(digits):
     model = TransferModel(b, 1)
     tr, va = Inputs(from_arrays(X[:90]), b), Inputs(from_arrays(X[90:120]), b)
     before = validation_score(predict_outputs(model, va), z[90:], "regression")
-    hist = train_model(model, tr, z[:90], va, z[90:], TrainSettings(epochs=4, batch_size=16, lr=3e-3, task="regression",
-                                                                     loss="huber", patience=10), progress=False)
+    hist = train_model(model, tr, z[:90], va, z[90:], TrainConfig(epochs=4, batch_size=16, lr=3e-3, min_steps=0,
+                                                                   patience=10), TaskSpec("regression", "huber"),
+                       progress=False)
     assert hist.best_metric > before
     assert validation_score(predict_outputs(model, va), z[90:], "regression") == pytest.approx(hist.best_metric,
                                                                                                  abs=1e-5)
@@ -97,7 +99,7 @@ def test_bf16_precision_runs_under_autocast_and_keeps_fp32_weights(tiny, monkeyp
         return out
 
     monkeypatch.setattr(torch.nn.Conv2d, "forward", spy)
-    train_model(model, tr, ytr, va, yva, TrainSettings(epochs=1, batch_size=8, precision="bf16"), progress=False)
+    train_model(model, tr, ytr, va, yva, TrainConfig(min_steps=0, epochs=1, batch_size=8, precision="bf16"), progress=False)
     assert torch.bfloat16 in seen  # convolutions ran in bf16
     assert all(p.dtype == torch.float32 for p in model.parameters())
     fp32 = predict_outputs(model, va)
@@ -112,4 +114,4 @@ def test_fit_config_rejects_unknown_precision():
     from transferkit.errors import ConfigError
 
     with pytest.raises(ConfigError, match="precision"):
-        FitConfig(precision="fp8").validate()
+        FitConfig.from_dict(dict(precision="fp8")).validate()

@@ -7,10 +7,10 @@ import torch
 
 from transferkit.backbones import create_backbone
 from transferkit.data import from_arrays
-from transferkit.engine.extract import extract_features
-from transferkit.engine.inputs import Inputs
-from transferkit.engine.runtimes import ENGINES, Runtime, clear_runtimes, compare_outputs, get_runtime
 from transferkit.errors import ConfigError
+from transferkit.features.extract import extract_features
+from transferkit.features.inputs import Inputs
+from transferkit.features.runtimes import ENGINES, Runtime, clear_runtimes, compare_outputs, get_runtime
 from transferkit.strategies import FeatureCache
 
 pytest.importorskip("onnxruntime")

@@ -106,8 +106,8 @@ def fine_tune_run(tmp_path_factory, digits150):
     from transferkit.pipeline import fit
 
     X, y = digits150
-    cfg = FitConfig(backbone="scratch:cnn", strategy="fine-tune", image_size=16, epochs=2, min_steps=0,
-                    runs_dir=str(tmp_path_factory.mktemp("runs")), name="report-ft")
+    cfg = FitConfig.from_dict(dict(backbone="scratch:cnn", strategy="fine-tune", image_size=16, epochs=2, min_steps=0,
+                    runs_dir=str(tmp_path_factory.mktemp("runs")), name="report-ft"))
     return fit(cfg, train=from_arrays(X, y), progress=False)
 
 

@@ -55,13 +55,16 @@ def test_fixed_backbone_only_chooses_the_strategy_and_warns():
 
 
 def test_config_accepts_auto_and_checks_candidates():
-    FitConfig(backbone="auto", strategy="auto", candidates="scratch:cnn, packaged:efficientnet_lite0").validate()
+    from transferkit.pipeline import check_names
+
+    check_names(FitConfig(backbone="auto", strategy="auto",
+                          candidates="scratch:cnn, packaged:efficientnet_lite0").validate())
     with pytest.raises(ConfigError, match="source prefix"):
-        FitConfig(backbone="auto", candidates="scratch:cnn,efficientnet").validate()
+        check_names(FitConfig(backbone="auto", candidates="scratch:cnn,efficientnet").validate())
     with pytest.raises(ConfigError, match="classification"):
         FitConfig(backbone="auto", task="regression").validate()
     with pytest.raises(ConfigError, match="Did you mean 'auto'"):
-        FitConfig(strategy="atuo").validate()
+        fit(FitConfig(strategy="atuo"), save=False, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +75,8 @@ def digits120(digits):
 
 
 def test_fit_strategy_auto_with_fixed_backbone_writes_reason(digits120, tmp_path):
-    cfg = FitConfig(backbone="scratch:cnn", strategy="auto", image_size=16, epochs=1, min_steps=0, num_threads=1,
-                    runs_dir=str(tmp_path), name="auto-fixed")
+    cfg = FitConfig.from_dict(dict(backbone="scratch:cnn", strategy="auto", image_size=16, epochs=1, min_steps=0, num_threads=1,
+                    runs_dir=str(tmp_path), name="auto-fixed"))
     r = fit(cfg, train=digits120, progress=False)
     auto = r.details["auto"]
     assert auto["labels_per_class"] == 8  # 12 per class, minus validation and test
@@ -111,20 +114,37 @@ def test_fit_auto_on_text_falls_back_to_hybrid_when_tfidf_ranks_first(spam_recor
 
 def test_fit_auto_chooses_the_classical_baseline_for_images_with_few_labels(digits, tmp_path):
     """Two digits per class with a random-init CNN as the only candidate: pixels rank first and k < 5, so
-    `auto` fits the classical baseline (no model file) and says why."""
-    from transferkit.data import from_arrays
+    `auto` fits the classical baseline and says why; the run is an ordinary, loadable one."""
+    from transferkit.baselines import fit_classical
+    from transferkit.data import LabelMap, from_arrays
+    from transferkit.evaluation.metrics import classification_metrics, softmax
+    from transferkit.pipeline import load_splits
+    from transferkit.runs import load_run
+    from transferkit.runs.predict import predict_dataset
 
     X, y = digits
     idx = np.concatenate([np.flatnonzero(y == c)[:6] for c in range(10)])
+    data = from_arrays(X[idx], y[idx])
     cfg = FitConfig(backbone="auto", strategy="auto", candidates="scratch:cnn", image_size=16,
                     runs_dir=str(tmp_path), name="auto-classical", num_threads=1, val_fraction=0.3, test_fraction=0.3)
-    r = fit(cfg, train=from_arrays(X[idx], y[idx]), progress=False)
+    r = fit(cfg, train=data, progress=False)
     auto = r.details["auto"]
-    assert (auto["backbone"], auto["strategy"]) == (None, "classical") and r.model is None
-    assert r.baseline.outputs(from_arrays(X[:5], y[:5])).shape == (5, 10)
+    assert (auto["backbone"], auto["strategy"]) == (None, "classical")
+    assert r.model.backbone.meta.spec == "classical:pixels" and r.model.backbone.meta.input_size == 8
     report = (r.run_dir / "report.md").read_text()
-    assert "no model file" in report and "chosen by `auto`: no transfer" in report
-    assert (r.run_dir / "metrics.json").exists() and not (r.run_dir / "model.safetensors").exists()
+    assert "`classical:pixels`, no transfer" in report and "chosen by `auto`: no transfer" in report
+    saved = yaml.safe_load((r.run_dir / "config.yaml").read_text())
+    assert (saved["strategy"], saved["backbone"]) == ("classical", "classical:pixels")
+    # the same numbers as fitting the baseline directly on the same splits
+    splits = load_splits(cfg, data)
+    lm = LabelMap.fit(splits.train.y)
+    m = fit_classical(splits.train, lm.encode(splits.train.y), splits.val, lm.encode(splits.val.y),
+                      "classification", len(lm), seed=0)
+    direct = classification_metrics(lm.encode(splits.test.y), softmax(m.outputs(splits.test)), lm.classes)
+    assert r.metrics["macro_f1"] == direct["macro_f1"] and r.metrics["accuracy"] == direct["accuracy"]
+    run = load_run(r.run_dir)
+    rows = predict_dataset(run, from_arrays(X[:5], y[:5]))
+    assert len(rows) == 5 and all(row["label"] in lm.classes for row in rows)
 
 
 def test_frozen_k_freezes_half_of_the_layer_groups(digits120, tmp_path, monkeypatch):
@@ -133,12 +153,12 @@ def test_frozen_k_freezes_half_of_the_layer_groups(digits120, tmp_path, monkeypa
 
     forced = auto.AutoChoice("scratch:cnn", "frozen-k", "forced for the test", 8, 0.3, 0.5)
     monkeypatch.setattr(auto, "decide", lambda ranking, *a, **kw: forced)
-    cfg = FitConfig(backbone="scratch:cnn", strategy="auto", image_size=16, epochs=1, min_steps=0, num_threads=1,
-                    runs_dir=str(tmp_path), name="auto-frozen")
+    cfg = FitConfig.from_dict(dict(backbone="scratch:cnn", strategy="auto", image_size=16, epochs=1, min_steps=0, num_threads=1,
+                    runs_dir=str(tmp_path), name="auto-frozen"))
     r = fit(cfg, train=digits120, progress=False)
     assert r.details["auto"]["freeze"] == 2 and r.details["auto"]["strategy"] == "frozen-k"
     saved = yaml.safe_load((r.run_dir / "config.yaml").read_text())
-    assert (saved["strategy"], saved["freeze"]) == ("fine-tune", 2)
+    assert (saved["strategy"], saved["training"]["freeze"]) == ("fine-tune", 2)
     assert "- strategy: `fine-tune` (freeze 2)" in (r.run_dir / "report.md").read_text()
 
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import stratified_pick
+from transferkit.baselines import classical_features
 from transferkit.data import Dataset, from_arrays
 from transferkit.errors import ConfigError, DataError
-from transferkit.ranking.rank import BASELINE, CandidateScore, Ranking, classical_features, rank_backbones
+from transferkit.ranking.rank import BASELINE, CandidateScore, Ranking, rank_backbones
 from transferkit.strategies import FeatureCache
 
 

@@ -10,8 +10,8 @@ import torch
 from transferkit.backbones import create_backbone
 from transferkit.config import FitConfig
 from transferkit.data import from_arrays
-from transferkit.engine.inputs import Inputs
 from transferkit.engine.loop import predict_outputs
+from transferkit.features.inputs import Inputs
 from transferkit.pipeline import fit
 from transferkit.runs import load_run
 
@@ -21,8 +21,8 @@ def source_run(tmp_path_factory, mnist):
     """scratch:cnn fine-tuned on 300 MNIST digits (all ten classes)."""
     X, y = mnist
     idx = np.random.default_rng(3).permutation(len(y))[:300]
-    cfg = FitConfig(backbone="scratch:cnn", strategy="fine-tune", image_size=32, epochs=1, min_steps=0, lr=2e-3,
-                    runs_dir=str(tmp_path_factory.mktemp("source")), name="mnist-cnn")
+    cfg = FitConfig.from_dict(dict(backbone="scratch:cnn", strategy="fine-tune", image_size=32, epochs=1, min_steps=0, lr=2e-3,
+                    runs_dir=str(tmp_path_factory.mktemp("source")), name="mnist-cnn"))
     return fit(cfg, train=from_arrays(X[idx], y[idx]), progress=False).run_dir
 
 
@@ -46,6 +46,30 @@ def test_run_backbone_carries_the_source_weights_and_lineage(source_run):
         assert torch.equal(v, src[k]), k
     assert b.lineage[0]["run"] == str(source_run)
     assert b.lineage[0]["backbone"] == "scratch:cnn" and b.lineage[0]["strategy"] == "fine-tune"
+
+
+def test_run_backbone_exposes_the_parent_head_for_leep_and_nce(tmp_path, source_run, target_digits):
+    """``Backbone.head_logits`` of a run: backbone is its parent run's classification head on its features (kept
+    outside the module tree); the ranking's LEEP / NCE use it, as the head applied to the cached features."""
+    from transferkit.features import FeatureCache
+    from transferkit.ranking.rank import rank_backbones
+    from transferkit.ranking.scores import leep, nce, softmax
+
+    train, _ = target_digits
+    b = create_backbone(f"run:{source_run}", image_size=32)
+    assert set(b.state_dict()) == set(_backbone_state(source_run))  # the head is not a submodule
+    assert create_backbone("scratch:cnn", image_size=32).head_logits(torch.zeros(2, b.meta.feature_dim)) is None
+    r = rank_backbones(train, [f"run:{source_run}"], "leep", metrics=["nce"], image_size=32, baseline=False,
+                       cache=FeatureCache(tmp_path))
+    e = r.entries[0]
+    assert e.available and e.note == "source head: run's 10-class head"
+    feats = FeatureCache(tmp_path).get_or_compute(b, Inputs(train, b), progress=False)
+    with torch.inference_mode():
+        logits = load_run(source_run).model.head(torch.as_tensor(feats)).double().numpy()
+    assert np.allclose(b.head_logits(torch.as_tensor(feats)).numpy(), logits)
+    y = np.asarray(train.y)
+    assert e.scores["leep"] == pytest.approx(leep(softmax(logits), y))
+    assert e.scores["nce"] == pytest.approx(nce(softmax(logits), y))
 
 
 def test_linear_probe_on_run_backbone(tmp_path, source_run, target_digits):
@@ -73,8 +97,8 @@ def test_linear_probe_on_run_backbone(tmp_path, source_run, target_digits):
 
 def test_fine_tune_run_backbone_with_frozen_bottom_groups(tmp_path, source_run, target_digits):
     train, hold = target_digits
-    cfg = FitConfig(backbone=f"run:{source_run}", strategy="fine-tune", freeze=2, image_size=32, epochs=1,
-                    min_steps=0, lr=2e-3, runs_dir=str(tmp_path), name="digits-ft")
+    cfg = FitConfig.from_dict(dict(backbone=f"run:{source_run}", strategy="fine-tune", freeze=2, image_size=32, epochs=1,
+                    min_steps=0, lr=2e-3, runs_dir=str(tmp_path), name="digits-ft"))
     r = fit(cfg, train=train, progress=False)
     src = _backbone_state(source_run)
     tuned = r.model.backbone.state_dict()

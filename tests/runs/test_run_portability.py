@@ -10,8 +10,8 @@ import torch
 
 from transferkit.config import FitConfig
 from transferkit.data import from_arrays
-from transferkit.engine.inputs import Inputs
 from transferkit.engine.loop import predict_outputs
+from transferkit.features.inputs import Inputs
 from transferkit.pipeline import fit
 from transferkit.runs import load_run
 
@@ -42,8 +42,8 @@ def test_run_from_run_backbone_survives_removal_of_its_parent(tmp_path, digit_se
     """``fit --backbone run:PARENT`` stores every weight in its own model.safetensors, so loading it must
     not need PARENT any more (runs get moved, pruned, or were fitted on another machine)."""
     source, target, hold = digit_sets
-    parent = fit(FitConfig(backbone="scratch:cnn", strategy="fine-tune", image_size=16, epochs=1, min_steps=0,
-                           runs_dir=str(tmp_path), name="parent"), train=source, progress=False).run_dir
+    parent = fit(FitConfig.from_dict(dict(backbone="scratch:cnn", strategy="fine-tune", image_size=16, epochs=1, min_steps=0,
+                           runs_dir=str(tmp_path), name="parent")), train=source, progress=False).run_dir
     child = fit(FitConfig(backbone=f"run:{parent}", strategy="linear-probe", image_size=16, probe_grid=[1.0],
                           runs_dir=str(tmp_path), name="child"), train=target, progress=False)
     expected = _outputs(child.model, hold)
@@ -70,8 +70,8 @@ def test_hf_vision_run_is_self_contained(tmp_path, tiny_vit_dir, digit_sets):
     train, _, hold = digit_sets
     work = tmp_path / "model"
     shutil.copytree(tiny_vit_dir, work)
-    cfg = FitConfig(backbone=f"hf:{work}", strategy="fine-tune", epochs=1, min_steps=0, lr=1e-3,
-                    runs_dir=str(tmp_path / "runs"), name="vit")
+    cfg = FitConfig.from_dict(dict(backbone=f"hf:{work}", strategy="fine-tune", epochs=1, min_steps=0, lr=1e-3,
+                    runs_dir=str(tmp_path / "runs"), name="vit"))
     r = fit(cfg, train=train, progress=False)
     assert r.model.backbone.meta.input_size == 32 and r.model.backbone.meta.mean == (0.3, 0.3, 0.3)
     expected = _outputs(r.model, hold)

@@ -13,9 +13,9 @@ import yaml
 from tests.helpers import assert_png
 from transferkit.config import FitConfig
 from transferkit.data import from_arrays
-from transferkit.engine.inputs import Inputs
 from transferkit.engine.loop import predict_outputs
 from transferkit.errors import ConfigError, DataError
+from transferkit.features.inputs import Inputs
 from transferkit.pipeline import fit
 from transferkit.runs import load_run
 from transferkit.runs.predict import predict_dataset
@@ -45,8 +45,8 @@ def digit_parts(digits):
 def ft_run(tmp_path_factory, digit_parts):
     """A fine-tuned packaged EfficientNet-Lite0 run (one epoch at 32 px)."""
     train, _ = digit_parts
-    cfg = FitConfig(backbone="packaged:efficientnet_lite0", strategy="fine-tune", image_size=32, epochs=1,
-                    min_steps=0, lr=1e-3, runs_dir=str(tmp_path_factory.mktemp("runs")), name="lite-ft")
+    cfg = FitConfig.from_dict(dict(backbone="packaged:efficientnet_lite0", strategy="fine-tune", image_size=32, epochs=1,
+                    min_steps=0, lr=1e-3, runs_dir=str(tmp_path_factory.mktemp("runs")), name="lite-ft"))
     return cfg, fit(cfg, train=train, progress=False)
 
 
@@ -115,7 +115,7 @@ def cnn_cfg(tmp_path):
     def make(**kw):
         base = dict(backbone="scratch:cnn", strategy="linear-probe", image_size=16, probe_grid=[0.1, 1.0],
                     runs_dir=str(tmp_path / "runs"), name="cnn")
-        return FitConfig(**{**base, **kw})
+        return FitConfig.from_dict({**base, **kw})
 
     return make
 

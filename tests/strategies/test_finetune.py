@@ -13,9 +13,10 @@ from transferkit.backbones import create_backbone
 from transferkit.config import FitConfig
 from transferkit.data import from_arrays
 from transferkit.engine import loop
-from transferkit.engine.inputs import Inputs
-from transferkit.engine.loop import TrainSettings, param_groups, train_model
+from transferkit.config import TrainConfig
+from transferkit.engine.loop import param_groups, train_model
 from transferkit.engine.model import TransferModel
+from transferkit.features.inputs import Inputs
 from transferkit.pipeline import fit
 from transferkit.strategies import STRATEGIES
 
@@ -35,8 +36,8 @@ def _bn_buffers(module, names):
 
 def test_freeze_keeps_bottom_groups_and_trains_the_rest(digits_train):
     K = 3
-    cfg = FitConfig(backbone="packaged:efficientnet_lite0", strategy="fine-tune", image_size=32, epochs=1,
-                    batch_size=32, lr=5e-3, freeze=K, seed=0, min_steps=0)
+    cfg = FitConfig.from_dict(dict(backbone="packaged:efficientnet_lite0", strategy="fine-tune", image_size=32, epochs=1,
+                    batch_size=32, lr=5e-3, freeze=K, seed=0, min_steps=0))
     r = fit(cfg, train=digits_train, save=False, progress=False)
     reference = create_backbone("packaged:efficientnet_lite0", image_size=32)
     groups = reference.layer_groups()
@@ -57,7 +58,7 @@ def test_freeze_keeps_bottom_groups_and_trains_the_rest(digits_train):
 
 def test_layer_wise_lr_decreases_going_down():
     model = TransferModel(create_backbone("scratch:cnn", seed=0), 3)
-    s = TrainSettings(lr=1e-2, layer_decay=0.5, freeze=1)
+    s = TrainConfig(min_steps=0, lr=1e-2, layer_decay=0.5, freeze=1)
     groups = param_groups(model, s)
     names = [g["name"] for g in groups]
     assert names == ["group1", "group2", "group3", "head"]
@@ -76,7 +77,7 @@ def test_layer_wise_lr_decreases_going_down():
 
 def test_layer_decay_one_means_equal_lrs():
     model = TransferModel(create_backbone("scratch:cnn", seed=0), 2)
-    lrs = [g["lr"] for g in param_groups(model, TrainSettings(lr=3e-4, layer_decay=1.0))]
+    lrs = [g["lr"] for g in param_groups(model, TrainConfig(min_steps=0, lr=3e-4, layer_decay=1.0))]
     assert len(lrs) == 5 and lrs == pytest.approx([3e-4] * 5)
 
 
@@ -98,7 +99,7 @@ def test_early_stopping_restores_best_epoch(monkeypatch, digits):
         return next(scripted)
 
     monkeypatch.setattr(loop, "validation_score", fake_score)
-    hist = train_model(model, tr, ytr, va, yva, TrainSettings(epochs=6, batch_size=16, lr=1e-2, patience=2),
+    hist = train_model(model, tr, ytr, va, yva, TrainConfig(min_steps=0, epochs=6, batch_size=16, lr=1e-2, patience=2),
                        progress=False)
     assert hist.best_epoch == 2 and hist.best_metric == pytest.approx(0.90)
     assert hist.stopped_early and len(hist.epochs) == 4
@@ -113,7 +114,7 @@ def test_early_stopping_restores_best_epoch(monkeypatch, digits):
 def test_training_reduces_loss_on_real_digits(digits):
     b, tr, ytr, va, yva = _cnn_inputs(digits, n=120)
     model = TransferModel(b, 10)
-    hist = train_model(model, tr, ytr, va, yva, TrainSettings(epochs=4, batch_size=16, lr=3e-3, warmup=0.0,
+    hist = train_model(model, tr, ytr, va, yva, TrainConfig(min_steps=0, epochs=4, batch_size=16, lr=3e-3, warmup=0.0,
                                                               patience=10), progress=False)
     losses = [e["train_loss"] for e in hist.epochs]
     assert losses[-1] < losses[0]
@@ -124,14 +125,14 @@ def test_training_reduces_loss_on_real_digits(digits):
 def test_gradient_accumulation_and_clipping_run(digits):
     b, tr, ytr, va, yva = _cnn_inputs(digits, n=40)
     model = TransferModel(b, 10)
-    hist = train_model(model, tr, ytr, va, yva, TrainSettings(epochs=1, batch_size=8, accumulate=3,
+    hist = train_model(model, tr, ytr, va, yva, TrainConfig(min_steps=0, epochs=1, batch_size=8, accumulate=3,
                                                               grad_clip=0.1), progress=False)
     assert len(hist.epochs) == 1 and np.isfinite(hist.epochs[0]["train_loss"])
 
 
 def test_lp_ft_records_probe_and_keeps_bn_statistics(digits_train):
-    cfg = FitConfig(backbone="packaged:efficientnet_lite0", strategy="lp-ft", image_size=32, epochs=1,
-                    batch_size=32, lr=1e-3, seed=0, min_steps=0, probe_grid=[0.1, 1.0])
+    cfg = FitConfig.from_dict(dict(backbone="packaged:efficientnet_lite0", strategy="lp-ft", image_size=32, epochs=1,
+                    batch_size=32, lr=1e-3, seed=0, min_steps=0, probe_grid=[0.1, 1.0]))
     r = fit(cfg, train=digits_train, save=False, progress=False)
     probe = r.details["probe"]
     assert probe["chosen_C"] in cfg.probe_grid
@@ -157,25 +158,25 @@ def test_class_weights_reach_the_training(monkeypatch, digits):
 
     def spy(ctx):
         seen["cw"] = ctx.class_weights
-        seen["settings"] = ctx.train_settings()
+        seen["spec"] = ctx.task_spec()
         seen["y"] = ctx.y_train.copy()
         return real(ctx)
 
     monkeypatch.setitem(STRATEGIES._items, "fine-tune", spy)
-    cfg = FitConfig(backbone="scratch:cnn", strategy="fine-tune", image_size=16, epochs=1, class_weights=True,
-                    min_steps=0)
+    cfg = FitConfig.from_dict(dict(backbone="scratch:cnn", strategy="fine-tune", image_size=16, epochs=1, class_weights=True,
+                    min_steps=0))
     r = fit(cfg, train=ds, save=False, progress=False)
     counts = np.bincount(seen["y"], minlength=3)
     np.testing.assert_allclose(seen["cw"], len(seen["y"]) / (3 * counts))
     assert seen["cw"][0] < seen["cw"][1] and seen["cw"][1] == pytest.approx(seen["cw"][2])
-    np.testing.assert_allclose(seen["settings"].class_weights, seen["cw"])
-    assert loop._loss_fn(seen["settings"]).weight is not None
+    np.testing.assert_allclose(seen["spec"].class_weights, seen["cw"])
+    assert loop._loss_fn(seen["spec"]).weight is not None
     assert 0 <= r.metrics["macro_f1"] <= 1
 
     # and with the linear probe: a balanced logistic regression
     from sklearn.linear_model import LogisticRegression
 
-    linear_probe = importlib.import_module("transferkit.strategies.linear_probe")  # the package shadows the name
+    linear = importlib.import_module("transferkit.baselines.linear")  # the one C-grid search (linear_probe uses it)
 
     weights_used = []
 
@@ -184,7 +185,7 @@ def test_class_weights_reach_the_training(monkeypatch, digits):
             weights_used.append(self.class_weight)
             return super().fit(X, y, sample_weight)
 
-    monkeypatch.setattr(linear_probe, "LogisticRegression", SpyLR)
+    monkeypatch.setattr(linear, "LogisticRegression", SpyLR)
     cfg = FitConfig(backbone="scratch:cnn", strategy="linear-probe", image_size=16, class_weights=True,
                     probe_grid=[1.0])
     fit(cfg, train=ds, save=False, progress=False)
@@ -199,8 +200,8 @@ def test_text_fine_tune_with_frozen_embeddings(spam_records):
     """Fine-tuning a text backbone (scratch:transformer, real e-mail subjects) with its embedding group frozen."""
     texts = [f"{r['subject']}\n{r['body'][:200]}" for r in spam_records[:90]]
     labels = [r["label"] for r in spam_records[:90]]
-    cfg = FitConfig(backbone="scratch:transformer", strategy="fine-tune", max_length=32, epochs=2, min_steps=0,
-                    batch_size=16, lr=1e-3, freeze=1, seed=0)
+    cfg = FitConfig.from_dict(dict(backbone="scratch:transformer", strategy="fine-tune", max_length=32, epochs=2, min_steps=0,
+                    batch_size=16, lr=1e-3, freeze=1, seed=0))
     r = fit(cfg, train=from_arrays(texts, labels), save=False, progress=False)
     reference = create_backbone("scratch:transformer", max_length=32, seed=0)
     before, after = dict(reference.named_parameters()), dict(r.model.backbone.named_parameters())

@@ -42,7 +42,7 @@ def test_uses_the_lexical_block_when_only_words_carry_the_label():
     texts = _texts(rng, len(y), marker=y == 1)
     noise = rng.normal(size=(len(y), 16))
     m, acc = _fit(texts, noise, y, parts)
-    from transferkit.strategies.classical import fit_classical
+    from transferkit.baselines import fit_classical
 
     tr, va, te = parts
     ds = Dataset("text", texts, y.astype(object))
@@ -105,8 +105,8 @@ def test_compare_refuses_hybrid_on_images(tmp_path, digits, capsys):
 
 def test_fit_hybrid_run_saves_and_predicts_the_same_outputs(tmp_path, spam_jsonl):
     from transferkit.config import FitConfig
-    from transferkit.engine.inputs import Inputs
     from transferkit.engine.loop import predict_outputs
+    from transferkit.features.inputs import Inputs
     from transferkit.pipeline import fit
     from transferkit.runs import load_run
 
@@ -126,6 +126,37 @@ def test_fit_hybrid_run_saves_and_predicts_the_same_outputs(tmp_path, spam_jsonl
     acc = float((preds == np.asarray(splits.test.y)).mean())
     assert acc == pytest.approx(r.metrics["accuracy"], abs=1e-9)
     assert rc_predict(run, tmp_path) == 0
+
+
+def test_model_forward_alone_gives_the_hybrid_outputs(spam_records):
+    """The lexical branch runs inside ``TransferModel.forward``: ``model(batch)`` on a text batch (which carries
+    the raw texts) reproduces the strategy's own validation-chosen outputs, with no step outside the model."""
+    import torch
+
+    from transferkit.backbones import create_backbone
+    from transferkit.config import FitConfig
+    from transferkit.engine.lexical import LexicalBranch
+    from transferkit.features import FeatureCache, Inputs
+    from transferkit.strategies import STRATEGIES, FitContext
+
+    texts = [f"{r['subject']} {r['body'][:120]}" for r in spam_records[:90]]
+    y = np.asarray([int(r["label"] == "spam") for r in spam_records[:90]])
+    ds = Dataset("text", texts, y.astype(object))
+    bb = create_backbone("scratch:transformer", max_length=24, seed=0)
+    tr, va, te = (Inputs(ds.subset(i), bb) for i in (np.arange(50), np.arange(50, 70), np.arange(70, 90)))
+    ctx = FitContext(FitConfig(backbone="scratch:transformer", strategy="hybrid", max_length=24), bb, tr, y[:50],
+                     va, y[50:70], 2, cache=FeatureCache(enabled=False), progress=False, test=te)
+    result = STRATEGIES.get("hybrid")(ctx)
+    model = result.model
+    assert isinstance(model.lexical, LexicalBranch)
+    for part, inputs in (("val", va), ("test", te)):
+        batch = inputs.batch(np.arange(len(inputs)))
+        assert batch["texts"] == list(inputs.ds.inputs)
+        with torch.inference_mode():
+            out = model(batch).numpy()
+        np.testing.assert_allclose(out, result.outputs[part], rtol=1e-5, atol=1e-5)
+    with pytest.raises(Exception, match="raw texts"):
+        model(va.batch(np.arange(3), texts=False))
 
 
 def rc_predict(run, tmp_path):

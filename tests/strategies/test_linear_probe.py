@@ -8,9 +8,9 @@ import pytest
 
 from transferkit.config import FitConfig
 from transferkit.data import from_arrays
-from transferkit.engine.extract import extract_features
-from transferkit.engine.inputs import Inputs
 from transferkit.engine.loop import predict_outputs
+from transferkit.features.extract import extract_features
+from transferkit.features.inputs import Inputs
 from transferkit.pipeline import fit
 from transferkit.strategies import FeatureCache
 from transferkit.strategies.linear_probe import fit_probe, fold_into_linear
@@ -54,7 +54,8 @@ def test_feature_cache_second_fit_hits(tmp_path, digits_small):
 
 def test_probe_metrics_from_cached_features_equal_a_forward_pass(tmp_path, digits_small):
     """The linear probe scores validation/test from cached features; a real forward must agree."""
-    from transferkit.pipeline import encode_targets, evaluate_model, load_splits
+    from transferkit.evaluation.evaluate import evaluate_model
+    from transferkit.pipeline import encode_targets, load_splits
 
     train, _ = digits_small
     cfg = FitConfig(backbone="packaged:efficientnet_lite0", strategy="linear-probe", image_size=32, seed=0,

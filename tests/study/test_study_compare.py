@@ -27,7 +27,7 @@ def study_data(digits):
 
 
 def _cfg(out, **base):
-    return StudyConfig(base=FitConfig(image_size=32, epochs=1, min_steps=0, probe_grid=[0.01, 0.1, 1.0], **base),
+    return StudyConfig(base=FitConfig.from_dict(dict(image_size=32, epochs=1, min_steps=0, probe_grid=[0.01, 0.1, 1.0], **base)),
                        strategies=list(STRATEGIES), budgets=list(BUDGETS), seeds=list(SEEDS), out=str(out))
 
 
@@ -133,7 +133,7 @@ def test_interrupted_study_computes_only_missing_cells(monkeypatch, finished, st
 def test_resuming_with_other_settings_is_refused(finished, study_data):
     out, _ = finished
     with pytest.raises(ConfigError, match="other settings.*epochs"):
-        compare(StudyConfig(base=FitConfig(image_size=32, epochs=2, min_steps=0, probe_grid=[0.01, 0.1, 1.0]),
+        compare(StudyConfig(base=FitConfig.from_dict(dict(image_size=32, epochs=2, min_steps=0, probe_grid=[0.01, 0.1, 1.0])),
                             strategies=list(STRATEGIES), budgets=list(BUDGETS), seeds=list(SEEDS), out=str(out)),
                 data=study_data, progress=False)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,6 +57,13 @@ class Component(nn.Module):
     @property
     def wants_refresh(self) -> bool:
         return False
+
+    def extra_state(self) -> dict[str, Any]:
+        """Non-tensor state that a training checkpoint must keep (JSON)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
 
 
 class CoralComponent(Component):
@@ -132,6 +140,13 @@ class SelfTrainingComponent(Component):
         pseudo[torch.as_tensor(pl.index)] = torch.as_tensor(pl.labels)
         self.pseudo, self.weights = pseudo, torch.as_tensor(pl.class_weights, dtype=torch.float32)
         return {"pseudo_labelled": len(pl.index) / max(len(target_probs), 1)}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"pseudo": None if self.pseudo is None else self.pseudo.tolist(), "weights": self.weights.tolist()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.pseudo = None if state["pseudo"] is None else torch.as_tensor(state["pseudo"], dtype=torch.long)
+        self.weights = torch.as_tensor(state["weights"], dtype=torch.float32)
 
     def loss(self, s: Step) -> tuple[torch.Tensor, dict[str, float]]:
         if self.pseudo is None:

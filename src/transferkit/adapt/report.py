@@ -103,7 +103,7 @@ def _fmt(v: Any) -> str:
 
 def write_run(directory: Path, c: AdaptConfig, result, data: DomainData, base_model: TransferModel,
               history: list[dict[str, float]], started: float) -> Path:
-    """Everything of an adapt run into ``directory`` (the RunWriter's partial folder)."""
+    """Everything of an adapt run into ``directory`` (the partial folder of `runs.lifecycle.start_run`)."""
     from safetensors.torch import save_model
 
     from ..config import FitConfig
@@ -119,7 +119,7 @@ def write_run(directory: Path, c: AdaptConfig, result, data: DomainData, base_mo
         write_json(directory / "labels.json", result.labels)
     else:  # loadable like a fit run: `transferkit evaluate/predict RUN`, `--backbone run:RUN`
         view = FitConfig(backbone=c.backbone_spec, strategy="fine-tune", seed=c.seed, image_size=c.image_size,
-                         max_length=c.max_length, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
+                         max_length=c.max_length, training=c.training,
                          text_column=c.text_column, image_column=c.image_column, label_column=c.label_column,
                          train=c.source, name=run_name, runs_dir=c.runs_dir)
         save_model_files(directory, model, view, result.labels)
@@ -145,7 +145,8 @@ def write_run(directory: Path, c: AdaptConfig, result, data: DomainData, base_mo
              f"(`{c.source or 'arrays'}`), target {d['sizes']['target']} unlabelled (`{c.target or 'arrays'}`), "
              f"target test {d['sizes']['target_test'] or 'none'}"
              + (f" (`{c.target_test}`)" if c.target_test else ""),
-             f"- training: {c.epochs} epochs over the source, batch {c.batch_size} per domain, lr {c.lr:g}, "
+             f"- training: {c.training.epochs} epochs over the source, batch {c.training.batch_size} per domain, "
+             f"lr {c.training.lr:g}, "
              f"{c.checkpoints} checkpoints per training run; time: source-only "
              + ("reused from an earlier call" if d.get("baseline_reused") else f"{d['seconds']['source_only']:.1f} s")
              + f", method {d['seconds']['method']:.1f} s", ""]

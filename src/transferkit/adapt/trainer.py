@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,16 +21,20 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import nn
-from tqdm.auto import tqdm
 
+from ..config import TrainConfig
+from ..engine.accelerator import Accelerator
+from ..engine.callbacks import Callback, Checkpoint, ProgressBar, TrainMode
+from ..engine.loop import CheckpointSpec
 from ..engine.model import TransferModel
+from ..engine.trainer import Trainer, annealed
 from .adabn import adapt_batchnorm
 from .methods import Component, Step
 from .selection import dev_risk
 
 
 class FeatureInputs:
-    """Precomputed (frozen-backbone) features served like ``engine.inputs.Inputs``."""
+    """Precomputed (frozen-backbone) features served like ``features.inputs.Inputs``."""
 
     def __init__(self, features: np.ndarray) -> None:
         self.x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
@@ -64,13 +70,11 @@ class DomainData:
 
 @dataclass
 class AdaptSettings:
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
+    """One adaptation phase: the shared training settings, the number of selection checkpoints, the seed."""
+
+    training: TrainConfig
     checkpoints: int = 3
     seed: int = 0
-    grad_clip: float = 10.0
     eval_batch_size: int = 128
 
 
@@ -163,79 +167,203 @@ def posthoc_candidates(model: TransferModel, base: list[dict[str, Any]], data: D
     return out
 
 
+class AdaptPlan:
+    """Each epoch's (source rows, target rows) pairs, ``steps`` of them, drawn from generators seeded by
+    (seed, epoch); full batches throughout (permutations are chained where one runs out)."""
+
+    def __init__(self, n_source: int, n_target: int, batch_size: int, steps: int, seed: int,
+                 use_target: bool) -> None:
+        self.n_s, self.n_t, self.bs, self.steps, self.seed, self.use_target = (n_source, n_target, batch_size,
+                                                                               steps, seed, use_target)
+
+    def _rows(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        need = self.steps * self.bs
+        return np.concatenate([rng.permutation(n) for _ in range(-(-need // n))])[:need].reshape(self.steps, -1)
+
+    def epoch(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        src = self._rows(self.n_s, np.random.default_rng([self.seed, epoch, 0]))
+        if not self.use_target:
+            return [(s, None) for s in src]
+        tgt = self._rows(self.n_t, np.random.default_rng([self.seed, epoch, 1]))
+        return list(zip(src, tgt))
+
+
+class AdaptObjective(nn.Module):
+    """Source cross-entropy plus ``trade_off`` times each component's loss (its parameters train with the model)."""
+
+    def __init__(self, components: list[Component], trade_off: float) -> None:
+        super().__init__()
+        self.components = nn.ModuleList(components)
+        self.trade_off = trade_off
+
+    def forward(self, model: TransferModel, batch: dict[str, Any], state: Any) -> dict[str, Any]:
+        if batch["xt"] is not None:
+            f_s, z_s, f_t, z_t = forward_pair(model, batch["xs"], batch["xt"])
+        else:
+            f_s = model.backbone(batch["xs"])
+            z_s = model.head(f_s)
+        ce = F.cross_entropy(z_s, batch["ys"])
+        loss, logs = ce, {"source_ce": ce.item()}
+        if batch["xt"] is not None:
+            st = Step(f_s, z_s, f_t, z_t, batch["idx_t"], state.progress)
+            for c in self.components:
+                v, info = c.loss(st)
+                loss = loss + self.trade_off * v
+                logs.update(info)
+        return {"loss": loss, **logs}
+
+    def extra_state(self) -> list[dict[str, Any]]:
+        return [c.extra_state() for c in self.components]
+
+    def load_extra_state(self, state: list[dict[str, Any]]) -> None:
+        for c, st in zip(self.components, state):
+            c.load_extra_state(st)
+
+
+class Candidates(Callback):
+    """Evenly spaced checkpoints that compete in (unsupervised) selection, the pseudo-label refreshes of
+    components that want them, and one history record per checkpoint (losses averaged since the last one)."""
+
+    order = 10
+    key = "candidates"
+
+    def __init__(self, data: DomainData, s: AdaptSettings, objective: AdaptObjective, post_hoc: bool,
+                 marks: set[int], refresh_at: set[int]) -> None:
+        self.data, self.s, self.objective, self.post_hoc = data, s, objective, post_hoc
+        self.marks, self.refresh_at = marks, refresh_at
+        self.candidates: list[dict[str, Any]] = []
+        self.history: list[dict[str, float]] = []
+        self.logs: dict[str, list[float]] = {}
+        self.t0 = time.perf_counter()
+
+    def on_batch_start(self, trainer: Any, batch: Any) -> None:
+        if trainer.state.step in self.refresh_at:
+            _, z = features_and_logits(trainer.model, self.data.target, batch_size=self.s.eval_batch_size)
+            for c in self.objective.components:
+                self.logs.setdefault("pseudo_labelled", []).extend(c.refresh(_softmax(z)).values())
+            trainer.model.train()
+
+    def on_step_end(self, trainer: Any) -> None:
+        st = trainer.state
+        for k, v in st.logs.items():
+            if k != "loss":
+                self.logs.setdefault(k, []).append(v)
+        if st.step not in self.marks:
+            return
+        model, s = trainer.model, self.s
+        cand = checkpoint(model, self.data, s.seed, self.post_hoc, self.objective.trade_off, st.step,
+                          st.step / st.total_steps, s.eval_batch_size)
+        self.candidates.append(cand)
+        rec = {"trade_off": float(self.objective.trade_off), "step": st.step, "seconds": time.perf_counter() - self.t0,
+               **{k: float(np.mean(v)) for k, v in self.logs.items() if v}, **cand["scores"]}
+        if cand["oracle"]:
+            rec.update({f"target_test_{k}": v for k, v in cand["oracle"].items()})
+        self.history.append(rec)
+        self.logs = {}
+        model.train()
+        self.objective.train()
+
+    def state_dict(self, trainer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors, meta = candidates_to_tensors(self.candidates)
+        return tensors, {"candidates": meta, "history": self.history, "logs": self.logs,
+                         "elapsed": time.perf_counter() - self.t0}
+
+    def load_state_dict(self, trainer: Any, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        self.candidates = candidates_from_tensors(tensors, meta["candidates"])
+        self.history, self.logs = meta["history"], meta["logs"]
+        self.t0 = time.perf_counter() - meta["elapsed"]
+
+
+def candidates_to_tensors(cands: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Candidates -> (tensors: weights and test probabilities, JSON: the rest), for checkpoints."""
+    tensors, meta = {}, []
+    for j, c in enumerate(cands):
+        for k, v in c["state"].items():
+            tensors[f"{j}/state/{k}"] = v
+        if c["test_probs"] is not None:
+            tensors[f"{j}/test_probs"] = torch.from_numpy(np.ascontiguousarray(c["test_probs"]))
+        meta.append({k: v for k, v in c.items() if k not in ("state", "test_probs")})
+    return tensors, meta
+
+
+def candidates_from_tensors(tensors: dict[str, torch.Tensor], meta: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for j, m in enumerate(meta):
+        pre = f"{j}/state/"
+        state = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
+        probs = tensors.get(f"{j}/test_probs")
+        out.append({**m, "state": state, "test_probs": None if probs is None else probs.numpy()})
+    return out
+
+
+def save_phase(root: Path, cands: list[dict[str, Any]], history: list[dict[str, float]]) -> None:
+    """A finished training phase (its candidates and history) beside its checkpoints; ``done.json`` lands last."""
+    from safetensors.torch import save_file
+
+    from ..engine.checkpoint import write_json_atomic
+
+    root.mkdir(parents=True, exist_ok=True)
+    tensors, meta = candidates_to_tensors(cands)
+    tmp = root / "done.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, root / "done.safetensors")
+    write_json_atomic(root / "done.json", {"candidates": meta, "history": history})
+
+
+def load_phase(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, float]]] | None:
+    """The candidates and history of a finished phase, or None when it has not finished."""
+    if not (root / "done.json").exists():
+        return None
+    import json
+
+    from safetensors.torch import load_file
+
+    meta = json.loads((root / "done.json").read_text(encoding="utf-8"))
+    return candidates_from_tensors(load_file(str(root / "done.safetensors")), meta["candidates"]), meta["history"]
+
+
 def train_candidates(model: TransferModel, components: list[Component], data: DomainData, s: AdaptSettings,
-                     trade_off: float, progress: bool = True,
-                     desc: str = "adapt") -> tuple[list[dict[str, Any]], list[dict[str, float]]]:
-    """Train ``model`` in place; return the checkpoints (candidates) and a per-checkpoint history."""
+                     trade_off: float, progress: bool = True, desc: str = "adapt",
+                     checkpoint: CheckpointSpec | None = None) -> tuple[list[dict[str, Any]], list[dict[str, float]]]:
+    """Train ``model`` in place on the engine's trainer; return the checkpoints (candidates) and their history.
+
+    With ``checkpoint`` the phase keeps crash-safe checkpoints under ``checkpoint.root`` and, once finished, its
+    candidates there too; resumed, a finished phase is read back instead of retrained.
+    """
+    if checkpoint is not None and checkpoint.resume:
+        done = load_phase(checkpoint.root)
+        if done is not None:
+            return done
     torch.manual_seed(s.seed)
-    rng = np.random.default_rng(s.seed)
     losses = [c for c in components if not c.post_hoc]
-    post_hoc = any(c.post_hoc for c in components)
+    objective = AdaptObjective(losses, trade_off)
     use_target = bool(losses)
-    params = [p for p in model.parameters() if p.requires_grad] + [p for c in losses for p in c.parameters()]
-    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-    steps_per_epoch = math.ceil(len(data.source) / s.batch_size)
-    total = s.epochs * steps_per_epoch
-    marks = sorted({max(1, round(total * k / s.checkpoints)) for k in range(1, s.checkpoints + 1)})
+    steps_per_epoch = math.ceil(len(data.source) / s.training.batch_size)
+    total = s.training.epochs * steps_per_epoch
+    marks = {max(1, round(total * k / s.checkpoints)) for k in range(1, s.checkpoints + 1)}
     refresh_at = {total * k // 4 for k in (1, 2, 3)} if any(c.wants_refresh for c in losses) else set()
     ys = torch.as_tensor(data.y_source, dtype=torch.long)
-    src_order: list[int] = []
-    tgt_order: list[int] = []
-    candidates, history, logs, t0 = [], [], {}, time.perf_counter()
-    model.train()
-    for c in losses:
-        c.train()
-    with tqdm(total=total, desc=desc, unit="step", disable=not progress, leave=False) as bar:
-        for step in range(1, total + 1):
-            p = (step - 1) / total
-            if step - 1 in refresh_at:
-                _, z = features_and_logits(model, data.target, batch_size=s.eval_batch_size)
-                for c in losses:
-                    logs.setdefault("pseudo_labelled", []).extend(c.refresh(_softmax(z)).values())
-                model.train()
-            if len(src_order) < s.batch_size:
-                src_order.extend(rng.permutation(len(data.source)).tolist())
-            idx_s = np.asarray(src_order[: s.batch_size])
-            del src_order[: s.batch_size]
-            xs = data.source.batch(idx_s)
-            if use_target:
-                if len(tgt_order) < s.batch_size:
-                    tgt_order.extend(rng.permutation(len(data.target)).tolist())
-                idx_t = np.asarray(tgt_order[: s.batch_size])
-                del tgt_order[: s.batch_size]
-                f_s, z_s, f_t, z_t = forward_pair(model, xs, data.target.batch(idx_t))
-            else:
-                f_s = model.backbone(xs)
-                z_s = model.head(f_s)
-            ce = F.cross_entropy(z_s, ys[torch.as_tensor(idx_s)])
-            loss = ce
-            logs.setdefault("source_ce", []).append(ce.item())
-            if use_target:
-                st = Step(f_s, z_s, f_t, z_t, idx_t, p)
-                for c in losses:
-                    v, info = c.loss(st)
-                    loss = loss + trade_off * v
-                    for k, val in info.items():
-                        logs.setdefault(k, []).append(val)
-            for g in opt.param_groups:
-                g["lr"] = s.lr * (1 + 10 * p) ** -0.75
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if s.grad_clip > 0:
-                nn.utils.clip_grad_norm_(params, s.grad_clip)
-            opt.step()
-            bar.update(1)
-            if step in marks:
-                cand = checkpoint(model, data, s.seed, post_hoc, trade_off, step, step / total, s.eval_batch_size)
-                candidates.append(cand)
-                rec = {"trade_off": float(trade_off), "step": step, "seconds": time.perf_counter() - t0,
-                       **{k: float(np.mean(v)) for k, v in logs.items() if v}, **cand["scores"]}
-                if cand["oracle"]:
-                    rec.update({f"target_test_{k}": v for k, v in cand["oracle"].items()})
-                history.append(rec)
-                logs = {}
-                model.train()
-                for c in losses:
-                    c.train()
+
+    def collate(item: tuple[np.ndarray, np.ndarray | None]) -> dict[str, Any]:
+        idx_s, idx_t = item
+        return {"xs": data.source.batch(idx_s), "ys": ys[torch.as_tensor(idx_s)], "idx_t": idx_t,
+                "xt": None if idx_t is None else data.target.batch(idx_t), "n": len(idx_s)}
+
+    cands = Candidates(data, s, objective, any(c.post_hoc for c in components), marks, refresh_at)
+    callbacks = [TrainMode(), cands, ProgressBar(desc, steps_per_epoch * s.training.batch_size, progress)]
+    if checkpoint is not None:
+        callbacks.append(Checkpoint(checkpoint.root, checkpoint.every, checkpoint.resume,
+                                    {**checkpoint.fingerprint, "phase": desc, "trade_off": float(trade_off)}))
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": s.training.lr, "name": "model"}]
+    trainer = Trainer(model, objective, AdaptPlan(len(data.source), len(data.target), s.training.batch_size,
+                                                  steps_per_epoch, s.seed, use_target),
+                      collate, groups, epochs=s.training.epochs, lr=s.training.lr,
+                      weight_decay=s.training.weight_decay, grad_clip=s.training.grad_clip,
+                      schedule=annealed, steps_per_epoch=steps_per_epoch,
+                      callbacks=callbacks, accelerator=Accelerator(device=s.training.device, seed=s.seed))
+    trainer.resume_hint = checkpoint.resume_hint if checkpoint is not None else None
+    trainer.fit()
     model.eval()
-    return candidates, history
+    if checkpoint is not None:
+        save_phase(checkpoint.root, cands.candidates, cands.history)
+    return cands.candidates, cands.history

@@ -47,11 +47,12 @@ def _scratch(name: str, **kw: Any) -> Backbone:
     return create_scratch(name, **kw)
 
 
-@SOURCES.register("run", "an earlier transferkit run's backbone: run:runs/NAME (parameter transfer)")
-def _run(name: str, **kw: Any) -> Backbone:
-    from .run_backbone import create_from_run
-
-    return create_from_run(name, **kw)
+# Implemented in transferkit.runs (above backbones: it loads a saved run), so registered by reference.
+SOURCES.register_lazy("run", "transferkit.runs.run_source:create_from_run",
+                      "an earlier transferkit run's backbone: run:runs/NAME (parameter transfer)")
+SOURCES.register_lazy("classical", "transferkit.baselines.classical:create_classical",
+                      "no transfer, fitted featurisers of the classical baseline: classical:pixels (images), "
+                      "classical:tfidf (text); fit with --strategy classical")
 
 
 def parse_spec(spec: str) -> tuple[str, str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -84,6 +85,9 @@ class Backbone(nn.Module):
     meta: BackboneMeta
     preprocess: Any
     group_patterns: list[str] = []
+    # A source-task head that reads this backbone's *features* (see :meth:`head_logits`): a plain callable, never a
+    # submodule, so it is not trained, saved, moved or part of the weights hash. None: no such head.
+    feature_head: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def layer_groups(self) -> list[list[str]]:
         """Parameter names split into ordered depth groups (bottom first)."""
@@ -101,8 +105,21 @@ class Backbone(nn.Module):
         return [g for g in groups if g]
 
     def source_logits(self, batch: Any) -> torch.Tensor | None:
-        """Logits of the source-task head (e.g. ImageNet), if this backbone keeps one."""
+        """Logits of the source-task head (e.g. ImageNet) on an input batch, if this backbone keeps one
+        (``meta.source_classes`` is then its number of classes)."""
         return None
+
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor | None:
+        """Source-task logits [N, classes] from this backbone's own features [N, feature_dim], or None (the
+        default) when it carries no head that reads them.
+
+        A ``run:`` backbone returns its parent run's classification head here (``feature_head``), so that
+        transferability scores that need a source head (LEEP, NCE) work on it; heads that read the input
+        (timm / torchvision ImageNet classifiers) are :meth:`source_logits` instead."""
+        if self.feature_head is None:
+            return None
+        with torch.inference_mode():
+            return self.feature_head(features)
 
     def describe_preprocessing(self) -> dict[str, Any]:
         if isinstance(self.preprocess, ImagePreprocessor):

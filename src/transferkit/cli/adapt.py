@@ -2,50 +2,50 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-
-from .main import _float_list, _typed
 
 COMMAND = "adapt"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..adapt.config import HELP, AdaptConfig
+    from ..adapt.config import AdaptConfig
     from ..adapt.methods import METHODS
+    from .flags import add_config_flags
 
     methods = "; ".join(f"{n}: {METHODS.help(n)}" for n in METHODS.names())
     p = subparsers.add_parser(
         COMMAND, help="adapt to unlabelled target data (DANN, CDAN, CORAL, MMD, MCC, AdaBN, self-training)",
         description=f"Methods ('+' combines them, e.g. dann+mcc): {methods}.")
     p.add_argument("--config", help="adapt.yaml of an earlier run (or any YAML with these keys); flags override it")
-    for f in dataclasses.fields(AdaptConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        text = HELP.get(f.name, "")
-        if isinstance(default, bool):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=text)
-        elif isinstance(default, list):
-            p.add_argument(flag, dest=f.name, type=_float_list(f.name), default=argparse.SUPPRESS, help=text)
-        else:
-            typ = type(default) if default is not None else (
-                int if f.name in ("image_size", "max_length", "num_threads") else str)
-            p.add_argument(flag, dest=f.name, type=_typed(typ, flag), default=argparse.SUPPRESS,
-                           help=f"{text} (default: {default})".strip())
+    add_config_flags(p, AdaptConfig, include_nested={"training": AdaptConfig.TRAINING_FLAGS})
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted adapt run (runs/NAME) from its "
+                   "checkpoints; other flags must match the settings it was started with")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from ..adapt import AdaptConfig, adapt
 
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "config", "quiet")}
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "config", "quiet", "resume")}
     base = AdaptConfig.from_yaml(args.config).to_dict() if args.config else {}
+    if args.resume:
+        from pathlib import Path
+
+        from ..adapt.api import RESUME_CONFIG
+        from ..errors import DataError
+        from ..runs.lifecycle import CHECKPOINT_DIR, partial_dir
+
+        p = Path(args.resume)
+        saved = partial_dir(p) / CHECKPOINT_DIR / RESUME_CONFIG
+        if not saved.exists():
+            raise DataError(f"Nothing to resume at '{p}': no interrupted adapt run with checkpoints there. "
+                            "Start it with `transferkit adapt`.")
+        base = {**AdaptConfig.from_yaml(saved).to_dict(), **base, "runs_dir": str(p.parent), "name": p.name}
     if "backbone" in values:
         base.pop("run", None)
     if "run" in values:
         base.pop("backbone", None)
     config = AdaptConfig.from_dict({**base, **values})
-    result = adapt(config, progress=not args.quiet)
+    result = adapt(config, progress=not args.quiet, resume=bool(args.resume))
     m = result.metrics
     if "adapted" in m:
         print(f"target accuracy: source-only {m['source_only']['accuracy']:.4f}, {config.method} "

@@ -1,58 +1,53 @@
-"""A lexical branch beside the neural head: TF-IDF word 1-2 grams times a weight matrix, added to the logits.
+"""The hybrid head's lexical branch, run inside ``TransferModel.forward``: TF-IDF word 1-2 grams of the batch's
+raw texts (``batch["texts"]``, which text batches carry and backbones ignore) times a weight matrix, added to the
+neural head's outputs.
 
-Saved with the model: ``idf`` and ``weight`` as tensors (in ``model.safetensors``), the vocabulary as JSON."""
+The TF-IDF is the classical baseline's :class:`~transferkit.baselines.tfidf.TfidfFeaturiser` (torch ops over the
+vocabulary); saved with the model: ``idf_`` and the weight as tensors, the vocabulary as JSON
+(``lexical_vocabulary.json``)."""
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from torch import nn
 
-VOCAB_FILE = "lexical_vocabulary.json"
+from ..baselines.tfidf import TfidfFeaturiser
+
+TEXTS_KEY = "texts"  # the raw texts of a text batch (see transferkit.features.inputs.Inputs.batch)
 
 
-def make_vectorizer(vocabulary: dict[str, int] | None = None) -> TfidfVectorizer:
-    return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, vocabulary=vocabulary)
+class LexicalBranch(nn.Module):
+    """``forward(batch) = tfidf(batch["texts"]) @ linear.weight.T`` for a fixed vocabulary, idf and weight."""
 
-
-class LexicalHead(nn.Module):
-    """``outputs(texts) = tfidf(texts) @ weight.T`` for a fixed vocabulary and idf."""
-
-    def __init__(self, vocabulary: dict[str, int], n_out: int) -> None:
+    def __init__(self, vocab_size: int, n_out: int) -> None:
         super().__init__()
-        self.vocabulary = dict(vocabulary)
-        v = len(self.vocabulary)
-        self.register_buffer("idf", torch.ones(v))
-        self.register_buffer("weight", torch.zeros(n_out, v))
-        self._vec: TfidfVectorizer | None = None
+        self.tfidf = TfidfFeaturiser(vocab_size)
+        self.linear = nn.Linear(vocab_size, n_out, bias=False)
+        self.linear.requires_grad_(False)
 
     @classmethod
-    def from_vectorizer(cls, vec: TfidfVectorizer, weight: np.ndarray) -> LexicalHead:
-        head = cls(vec.vocabulary_, weight.shape[0])
-        head.idf.copy_(torch.as_tensor(vec.idf_, dtype=torch.float32))
-        head.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-        return head
+    def from_vectorizer(cls, vec: TfidfVectorizer, weight: np.ndarray) -> LexicalBranch:
+        """The branch of a fitted vectoriser and its weight block [n_out, vocab_size]."""
+        branch = cls(len(vec.idf_), weight.shape[0])
+        branch.tfidf.set_vectorizer(vec)
+        with torch.no_grad():
+            branch.linear.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        return branch
 
-    def vectorizer(self) -> TfidfVectorizer:
-        if self._vec is None or len(self._vec.idf_) != len(self.vocabulary):
-            self._vec = make_vectorizer({k: int(i) for k, i in self.vocabulary.items()})
-            self._vec.idf_ = self.idf.numpy().astype(np.float64)
-        return self._vec
+    @property
+    def vocabulary(self) -> dict[str, int]:
+        return self.tfidf.vocabulary
 
-    def outputs(self, texts: Sequence[str]) -> np.ndarray:
-        x = self.vectorizer().transform(list(texts))
-        return np.asarray(x @ self.weight.numpy().T.astype(np.float64), dtype=np.float32)
+    def forward(self, batch: Any) -> torch.Tensor:
+        if not isinstance(batch, dict) or TEXTS_KEY not in batch:
+            from ..errors import DataError
 
-    def save_vocabulary(self, directory: Path) -> None:
-        (directory / VOCAB_FILE).write_text(json.dumps(self.vocabulary), encoding="utf-8")
+            raise DataError("This model's lexical (TF-IDF) branch needs the raw texts in the batch (key "
+                            f"'{TEXTS_KEY}'); build batches with transferkit.features.Inputs.")
+        return self.linear(self.tfidf.encode(batch[TEXTS_KEY]))
 
-    @classmethod
-    def load_vocabulary(cls, directory: Path, n_out: int) -> LexicalHead | None:
-        p = directory / VOCAB_FILE
-        if not p.exists():
-            return None
-        return cls(json.loads(p.read_text(encoding="utf-8")), n_out)
+
+__all__ = ["LexicalBranch", "TEXTS_KEY"]

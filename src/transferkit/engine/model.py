@@ -16,8 +16,8 @@ def make_head(in_dim: int, out_dim: int, kind: str = "linear") -> nn.Module:
 
 
 class TransferModel(nn.Module):
-    """``head(backbone(x))``. For regression the head predicts the standardised target;
-    ``target_mean`` / ``target_std`` buffers map it back."""
+    """``head(backbone(x))``, plus ``lexical(x)`` when a lexical branch is set. For regression the head predicts
+    the standardised target; ``target_mean`` / ``target_std`` buffers map it back."""
 
     def __init__(self, backbone: Backbone, n_out: int, head: str = "linear") -> None:
         super().__init__()
@@ -25,16 +25,15 @@ class TransferModel(nn.Module):
         self.head = make_head(backbone.meta.feature_dim, n_out, head)
         self.register_buffer("target_mean", torch.zeros(()))
         self.register_buffer("target_std", torch.ones(()))
-        self.lexical: nn.Module | None = None  # optional engine.lexical.LexicalHead, added to the outputs
-
-    def add_lexical(self, texts, outputs):
-        """Add the lexical branch's outputs (if any) for the raw ``texts`` of a batch."""
-        if self.lexical is None:
-            return outputs
-        return outputs + torch.as_tensor(self.lexical.outputs(texts), dtype=outputs.dtype)
+        # optional lexical branch (engine.lexical.LexicalBranch, the hybrid head's TF-IDF block): reads the raw
+        # texts of the batch and adds its logits to the head's
+        self.lexical: nn.Module | None = None
 
     def forward(self, batch: Any) -> torch.Tensor:
-        return self.head(self.backbone(batch))
+        out = self.head(self.backbone(batch))
+        if self.lexical is not None:
+            out = out + self.lexical(batch).to(out.dtype)
+        return out
 
     def final_linear(self) -> nn.Linear:
         return self.head if isinstance(self.head, nn.Linear) else self.head[-1]

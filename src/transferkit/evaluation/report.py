@@ -16,12 +16,15 @@ def _fmt(v: Any) -> str:
 def write_run_report(directory: Path, c: FitConfig, meta: BackboneMeta, labels: dict[str, Any], ev, history,
                      details: dict[str, Any]) -> Path:
     m = ev.metrics
-    backbone_line = (f"- backbone: none, the classical baseline ({meta.extra.get('features')} + logistic regression); "
-                     "no model file is saved" if meta.source == "classical" else
+    classical = details.get("classical")
+    backbone_line = (f"- backbone: `{meta.spec}`, no transfer: the classical baseline's featuriser fitted on the "
+                     f"training split ({meta.extra.get('features')}, {meta.feature_dim}-d features); head: "
+                     f"{classical['model']}, C = {classical['chosen_C']:g} chosen on validation"
+                     if meta.source == "classical" and classical else
                      f"- backbone: `{meta.spec}` ({meta.source}, {'pretrained' if meta.pretrained else 'random init'}, "
                      f"{meta.feature_dim}-d features, licence {meta.licence})")
     lines = [f"# transferkit run: {directory.name.split('.partial')[0].lstrip('.')}", "", backbone_line,
-             f"- strategy: `{c.strategy}`" + (f" (freeze {c.freeze})" if c.freeze else "") +
+             f"- strategy: `{c.strategy}`" + (f" (freeze {c.training.freeze})" if c.training.freeze else "") +
              f"; task: {c.task}; seed: {c.seed}",
              f"- data: train {details['sizes']['train']}, validation {details['sizes']['val']}, "
              f"test {details['sizes']['test']}" + (f" ({details['split_note']})" if details.get("split_note") else ""),
@@ -66,7 +69,6 @@ def write_run_report(directory: Path, c: FitConfig, meta: BackboneMeta, labels: 
                   f"misses {probe['cache_misses']}).", ""]
     lines += ["## Reproduce", "", "```", f"transferkit fit --config {directory.name.split('.partial')[0].lstrip('.')}"
               "/config.yaml --overwrite", "```", "",
-              "Files: `config.yaml`, `labels.json`, `metrics.json`, `fit.log`." if meta.source == "classical" else
               "Files: `model.safetensors`, `config.yaml`, `labels.json`, `backbone.json`, `metrics.json`, "
               "`history.json`, `fit.log`, `tensorboard/`.", ""]
     path = directory / "report.md"

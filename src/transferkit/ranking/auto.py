@@ -1,6 +1,9 @@
 """``--strategy auto`` / ``backbone="auto"``: pick what to transfer and how, from a transferability ranking and
 the number of labels per class. The rule is small on purpose, so that a run's report can state it as the reason.
 
+This module is the pure decision rule (a ranking and k in, an :class:`AutoChoice` out); running the choice (the
+``auto`` strategy, ``backbone="auto"`` in ``fit``) is :mod:`transferkit.strategies.auto`.
+
 The rule (version 1)
 --------------------
 Inputs: the LogME ranking of the candidate backbones *and* the classical baseline on the training split (every
@@ -36,6 +39,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..errors import ConfigError
 from .rank import Ranking
 
 FEW_LABELS = 5
@@ -72,7 +76,9 @@ class AutoChoice:
         return asdict(self)
 
 
-def _margin(ranking: Ranking, spec: str | None) -> float | None:
+def baseline_margin(ranking: Ranking, spec: str | None) -> float | None:
+    """Score of ``spec`` (default: the best-ranked backbone) minus the classical baseline's; None if either is
+    missing or unavailable."""
     base = ranking.baseline
     cand = next((e for e in ranking.entries if e.spec == spec), None) if spec else ranking.best_transfer
     if base is None or cand is None or not base.available or not cand.available:
@@ -104,7 +110,7 @@ def decide(ranking: Ranking, labels_per_class: int | None = None, choose_backbon
     k = int(labels_per_class if labels_per_class is not None else ranking.labels_per_class)
     m = ranking.metric
     if not choose_backbone:
-        margin = _margin(ranking, backbone)
+        margin = baseline_margin(ranking, backbone)
         strategy, frac, why = transfer_strategy(k, margin)
         warn = ""
         if margin is not None and margin <= 0:
@@ -112,7 +118,7 @@ def decide(ranking: Ranking, labels_per_class: int | None = None, choose_backbon
                     "transfer may not pay here (try `--backbone auto`).")
         return AutoChoice(backbone, strategy, f"backbone fixed to `{backbone}`; {why}.{warn}", k, margin, frac)
     best = ranking.best_transfer
-    margin = _margin(ranking, best.spec if best else None)
+    margin = baseline_margin(ranking, best.spec if best else None)
     if best is None or (margin is not None and margin <= 0):
         base = ranking.baseline
         vs = (f"the classical baseline ({base.note}, {m} {base.score:.4f}) ranks above every backbone"
@@ -154,56 +160,22 @@ def parse_candidates(candidates: str | None, modality: str) -> list[str]:
     return list(DEFAULT_CANDIDATES[modality])
 
 
-def choose_for_fit(train: Any, candidates: str | None, strategy: str, image_size: int | None = None,
-                   max_length: int | None = None, seed: int = 0, cache: Any = None,
-                   progress: bool = False) -> tuple[AutoChoice, Ranking]:
-    """``backbone="auto"``: rank the candidates on ``train`` and choose. With a fixed ``strategy`` (not "auto"),
-    the best backbone takes that strategy even if the baseline ranked first (the reason then says so)."""
-    ranking = rank_for_fit(train, parse_candidates(candidates, train.modality), image_size, max_length, seed,
-                           cache, progress)
-    if strategy == "auto":
-        return decide(ranking), ranking
+def decide_backbone(ranking: Ranking, strategy: str) -> AutoChoice:
+    """``backbone="auto"`` with a fixed ``strategy`` (not "auto"): the best-ranked backbone takes that strategy,
+    even if the classical baseline ranked first (the reason then says so)."""
     best = ranking.best_transfer
     if best is None:
-        from ..errors import ConfigError
-
         raise ConfigError("backbone=auto found no candidate it could score; pass --candidates SPEC,SPEC.")
-    margin = _margin(ranking, best.spec)
+    margin = baseline_margin(ranking, best.spec)
     warn = ""
     if margin is not None and margin <= 0:
         warn = (f" Warning: the classical baseline ranks above every backbone ({ranking.metric} margin "
                 f"{margin:+.3f}); transfer may not pay here (try `--strategy auto`).")
     return AutoChoice(best.spec, strategy, f"`{best.spec}` ranks first among the backbones ({ranking.metric} "
                       f"{best.score:.4f}); strategy `{strategy}` was given.{warn}", ranking.labels_per_class,
-                      margin), ranking
-
-
-def fit_auto(ctx: Any) -> Any:
-    """The ``auto`` strategy for a given backbone: rank it against the classical baseline on the training split,
-    choose linear-probe / LP-FT / fine-tune / frozen-K by the rule above, and run that strategy. The choice and
-    its reason go into ``details["auto"]`` (and from there into the run's report)."""
-    from dataclasses import replace
-
-    c = ctx.config
-    ranking = rank_for_fit(ctx.train.ds, [ctx.backbone], c.image_size, c.max_length, c.seed, ctx.cache, ctx.progress)
-    choice = decide(ranking, choose_backbone=False, backbone=ctx.backbone.meta.spec)
-    return run_choice(ctx, choice, ranking, replace)
-
-
-def run_choice(ctx: Any, choice: AutoChoice, ranking: Ranking, replace: Any) -> Any:
-    """Run ``choice``'s strategy on ``ctx`` (frozen-K: set ``freeze`` from the backbone's layer groups)."""
-    from ..strategies import STRATEGIES
-
-    freeze = ctx.config.freeze
-    if choice.freeze_fraction:
-        freeze = max(1, int(round(choice.freeze_fraction * len(ctx.backbone.layer_groups()))))
-    ctx.config = replace(ctx.config, strategy=choice.fit_strategy, freeze=freeze)
-    result = STRATEGIES.get(choice.fit_strategy)(ctx)
-    result.details["auto"] = {**choice.to_dict(), "freeze": freeze, "ranking": ranking.table(),
-                              "ranking_metric": ranking.metric}
-    return result
+                      margin)
 
 
 __all__ = ["AUTO_STRATEGIES", "AutoChoice", "DEFAULT_CANDIDATES", "FEW_LABELS", "MANY_LABELS", "SCRATCH_MIN_K",
-           "STRONG_MARGIN", "choose_for_fit", "decide", "fit_auto", "parse_candidates", "rank_for_fit", "run_choice",
-           "transfer_strategy"]
+           "SCRATCH_SPEC", "STRONG_MARGIN", "baseline_margin", "decide", "decide_backbone", "parse_candidates",
+           "rank_for_fit", "transfer_strategy"]

@@ -141,29 +141,6 @@ def _subsample(y: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
     return np.sort(keep)
 
 
-def classical_features(ds: Dataset) -> tuple[np.ndarray, int, str]:
-    """The classical baseline's features on the same footing as a backbone's: (features, dim, description).
-
-    Images: the resized, standardised pixels that ``strategies.classical`` feeds to logistic regression.
-    Text: TF-IDF (word 1-2 grams, the same vectoriser), given as coordinates in its N-dimensional row space
-    (``U S`` of its SVD, from the eigen-decomposition of the N x N Gram matrix). Every score here is unchanged
-    by that rotation, so this is exact, not a truncation.
-    """
-    from ..strategies.classical import ClassicalModel, pixel_size
-
-    if ds.modality == "image":
-        m = ClassicalModel("image", "classification", pixel_size(ds))
-        x = np.asarray(m.featurise(ds, fit=True), dtype=np.float64)
-        return x, x.shape[1], f"pixels {m.size}x{m.size} + LR"
-    m = ClassicalModel("text", "classification")
-    x = m.featurise(ds, fit=True)
-    gram = np.asarray((x @ x.T).todense(), dtype=np.float64)
-    lam, u = np.linalg.eigh(gram)
-    keep = lam > lam.max(initial=0.0) * len(lam) * np.finfo(np.float64).eps
-    coords = u[:, keep] * np.sqrt(lam[keep])
-    return coords, int(x.shape[1]), "TF-IDF word 1-2 grams + LR"
-
-
 def standardise(feats: np.ndarray) -> np.ndarray:
     """Centre and scale each feature, as the linear probe does before its logistic regression (scales floored at
     1% of the mean scale). Backbone features are scored in this form, the footing the classical pixels are on."""
@@ -191,22 +168,20 @@ def score_features(wanted: Sequence[str], feats: np.ndarray, probs: np.ndarray |
 
 def _source_probs(spec: str, backbone: Any, inputs: Any, feats: np.ndarray, cache: Any, batch_size: int,
                   progress: bool) -> tuple[np.ndarray | None, str]:
-    """Source-head probabilities: a pretrained classifier kept by the backbone (e.g. ImageNet logits), or the
-    head of the earlier run a ``run:`` backbone came from. (None, why) when there is none."""
+    """Source-head probabilities: a pretrained classifier kept by the backbone on its inputs
+    (``Backbone.source_logits``, e.g. ImageNet logits, cached like features), or a head on its features
+    (``Backbone.head_logits``: a ``run:`` backbone's parent-run head). (None, why) when there is none."""
     if backbone.meta.source_classes:
         logits = cache.get_or_compute(backbone, inputs, batch_size, f"source head {spec}", source_logits=True,
                                       progress=progress)
         return softmax(logits), f"source head: {backbone.meta.source_classes} classes"
-    if spec.startswith("run:"):
-        import torch
+    import torch
 
-        from ..runs.store import load_run
-
-        run = load_run(spec.split(":", 1)[1])
-        if run.labels.get("task") == "classification":
-            with torch.inference_mode():
-                logits = run.model.head(torch.as_tensor(feats, dtype=torch.float32)).double().numpy()
-            return softmax(logits), f"source head: run's {logits.shape[1]}-class head"
+    head_logits = getattr(backbone, "head_logits", None)  # the Backbone protocol's; absent on duck-typed ones
+    head = head_logits(torch.as_tensor(feats, dtype=torch.float32)) if head_logits is not None else None
+    if head is not None:
+        logits = head.double().numpy()
+        return softmax(logits), f"source head: {backbone.meta.source}'s {logits.shape[1]}-class head"
     return None, "no source classifier head"
 
 
@@ -232,9 +207,9 @@ def rank_backbones(data: Dataset, candidates: Sequence[Any], metric: str = "logm
         DataError: unlabelled data or fewer than 2 classes.
     """
     from ..backbones import create_backbone, parse_spec
+    from ..baselines.classical import classical_features
     from ..data.labels import LabelMap
-    from ..engine.inputs import Inputs
-    from ..strategies.feature_cache import FeatureCache
+    from ..features import FeatureCache, Inputs
 
     wanted = _check_metrics(metric, metrics)
     items = [c.strip() if isinstance(c, str) else c for c in candidates if not isinstance(c, str) or c.strip()]
@@ -287,5 +262,5 @@ def rank_backbones(data: Dataset, candidates: Sequence[Any], metric: str = "logm
     return Ranking(metric, tuple(entries), len(ds), len(lm), int(counts.min()), ds.modality, tuple(notes))
 
 
-__all__ = ["BASELINE", "CandidateScore", "METRIC_HELP", "Ranking", "classical_features", "rank_backbones",
+__all__ = ["BASELINE", "CandidateScore", "METRIC_HELP", "Ranking", "rank_backbones",
            "score_features", "standardise"]

@@ -9,9 +9,9 @@ import numpy as np
 
 from ..backbones.base import Backbone
 from ..data.dataset import Dataset
-from ..engine.inputs import Inputs
 from ..errors import ConfigError
-from ..strategies import FeatureCache
+from ..features.cache import FeatureCache
+from ..features.inputs import Inputs
 
 
 def export_features(backbone: Backbone, ds: Dataset, output: str | Path, batch_size: int = 64,

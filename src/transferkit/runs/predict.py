@@ -8,8 +8,8 @@ import numpy as np
 
 from ..data import Columns, Dataset, load_path
 from ..data.images import IMAGE_EXTENSIONS
-from ..engine.inputs import Inputs
 from ..errors import DataError
+from ..features.inputs import Inputs
 from .store import LoadedRun
 
 

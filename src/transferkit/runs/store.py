@@ -1,6 +1,7 @@
 """The run directory: written atomically (a partial dir renamed into place), loaded safely (safetensors)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -16,6 +17,7 @@ from safetensors.torch import load_model, save_model
 
 from ..backbones import create_backbone
 from ..backbones.base import Backbone
+from ..baselines.tfidf import load_vocabularies, read_vocabulary, save_vocabularies
 from ..config import FitConfig
 from ..data.labels import LabelMap
 from ..engine.model import TransferModel
@@ -45,7 +47,7 @@ def environment() -> dict[str, str]:
     import timm
     import transformers
 
-    from .. import __version__
+    from .._version import __version__
 
     return {"transferkit": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "timm": timm.__version__, "transformers": transformers.__version__, "sklearn": sklearn.__version__,
@@ -86,8 +88,7 @@ class RunWriter:
 
 def save_model_files(directory: Path, model: TransferModel, config: FitConfig, labels: dict[str, Any]) -> None:
     save_model(model, str(directory / "model.safetensors"))
-    if model.lexical is not None:
-        model.lexical.save_vocabulary(directory)
+    save_vocabularies(model, directory)  # vocabularies of its TF-IDF parts (classical:tfidf, lexical branch)
     (directory / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
     meta = model.backbone.meta.to_dict()
     meta["preprocessing"] = model.backbone.describe_preprocessing()
@@ -123,14 +124,14 @@ def rebuild_backbone(path: Path, config: FitConfig, meta: dict[str, Any]) -> Bac
 
         b = create_hf(str(files), pretrained=False, image_size=meta.get("input_size"),
                       max_length=meta.get("max_length"), pooling=meta.get("extra", {}).get("pooling", "mean"))
-        object.__setattr__(b.meta, "spec", meta["spec"])
+        b.meta = dataclasses.replace(b.meta, spec=meta["spec"])
         return b
     spec = meta.get("extra", {}).get("rebuild_spec", meta["spec"])
-    b = create_backbone(spec, pretrained=False, image_size=meta.get("input_size"), max_length=meta.get("max_length"))
+    b = create_backbone(spec, pretrained=False, image_size=meta.get("input_size"), max_length=meta.get("max_length"),
+                        **meta.get("extra", {}).get("rebuild_options", {}))  # e.g. a classical:tfidf vocabulary size
     if spec != meta["spec"]:  # a run:PATH backbone: same architecture, no need for the parent run to exist
-        object.__setattr__(b.meta, "spec", meta["spec"])
-        object.__setattr__(b.meta, "source", meta.get("source", b.meta.source))
-        b.meta.extra["rebuild_spec"] = spec
+        b.meta = dataclasses.replace(b.meta, spec=meta["spec"], source=meta.get("source", b.meta.source),
+                                     extra={**b.meta.extra, "rebuild_spec": spec})
     return b
 
 
@@ -150,9 +151,12 @@ def load_run(path: str | Path) -> LoadedRun:
     n_out = len(labels["classes"]) if "classes" in labels else 1
     head = info.get("head", config.head)
     model = TransferModel(backbone, n_out, head)
-    from ..engine.lexical import LexicalHead
+    lexical = read_vocabulary(p, "lexical")  # a hybrid run's TF-IDF branch
+    if lexical is not None:
+        from ..engine.lexical import LexicalBranch
 
-    model.lexical = LexicalHead.load_vocabulary(p, n_out)
+        model.lexical = LexicalBranch(len(lexical), n_out)
+    load_vocabularies(model, p)
     load_model(model, str(p / "model.safetensors"), strict=True)
     model.eval()
     return LoadedRun(p, config, model, labels, info)

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from ..baselines import classical_spec
+from ..features.cache import FeatureCache  # re-exported: the public name transferkit.strategies.FeatureCache
 from ..registry import Registry
 from .base import FitContext, StrategyResult
-from .feature_cache import FeatureCache
+from .baseline import fit_classical_strategy
 from .finetune import fit_fine_tune, fit_lp_ft
 from .linear_probe import fit_linear_probe
 
@@ -15,6 +18,10 @@ STRATEGIES.register("linear-probe", "frozen backbone, cached features, logistic/
 STRATEGIES.register("fine-tune", "train all layers (or all but the bottom --freeze K groups), LLRD, early stop")(
     fit_fine_tune)
 STRATEGIES.register("lp-ft", "linear probe first, then fine-tune from that head (Kumar et al., 2022)")(fit_lp_ft)
+
+
+STRATEGIES.register("classical", "no transfer: pixels / TF-IDF + logistic (ridge) regression, C tuned on "
+                    "validation; uses backbone classical:pixels / classical:tfidf")(fit_classical_strategy)
 
 
 def _fit_hybrid(ctx: FitContext) -> StrategyResult:
@@ -28,12 +35,38 @@ STRATEGIES.register("hybrid", "text: TF-IDF 1-2 grams + frozen embeddings in one
 
 
 def _fit_auto(ctx: FitContext) -> StrategyResult:
-    from ..ranking.auto import fit_auto
+    from .auto import fit_auto
 
-    return fit_auto(ctx)
+    return fit_auto(ctx, STRATEGIES)
 
 
 STRATEGIES.register("auto", "choose linear-probe / lp-ft / fine-tune / frozen-K from LogME and labels per class")(
     _fit_auto)
 
-__all__ = ["STRATEGIES", "FitContext", "StrategyResult", "FeatureCache"]
+
+
+@dataclass(frozen=True)
+class StrategyTraits:
+    """What callers (``fit``, the study) need to know about a registered strategy besides its fit function."""
+
+    own_backbone: Callable[[str], str] | None = None  # fits its own featuriser: data modality -> backbone spec
+    frozen_features: bool = False  # reads only frozen features of ctx.backbone (via ctx.cache): shareable
+    modalities: tuple[str, ...] = ("image", "text")
+    chooser: bool = False  # chooses and runs another registered strategy
+
+
+TRAITS: dict[str, StrategyTraits] = {
+    "classical": StrategyTraits(own_backbone=classical_spec),
+    "linear-probe": StrategyTraits(frozen_features=True),
+    "hybrid": StrategyTraits(frozen_features=True, modalities=("text",)),
+    "auto": StrategyTraits(chooser=True),
+}
+
+
+def traits(name: str) -> StrategyTraits:
+    """The traits of registered strategy ``name`` (``ConfigError`` with a suggestion for an unknown name)."""
+    STRATEGIES.get(name)
+    return TRAITS.get(name, StrategyTraits())
+
+
+__all__ = ["STRATEGIES", "TRAITS", "FitContext", "StrategyResult", "StrategyTraits", "FeatureCache", "traits"]

@@ -1,6 +1,7 @@
 """What a strategy receives and returns."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -8,11 +9,11 @@ from typing import Any
 import numpy as np
 
 from ..backbones.base import Backbone
-from ..config import FitConfig
-from ..engine.inputs import Inputs
-from ..engine.loop import History, TrainSettings
+from ..config import FitConfig, TrainConfig
+from ..engine.loop import CheckpointSpec, History, TaskSpec, train_model
 from ..engine.model import TransferModel
-from .feature_cache import FeatureCache
+from ..features.cache import FeatureCache
+from ..features.inputs import Inputs
 
 
 @dataclass
@@ -29,22 +30,24 @@ class FitContext:
     cache: FeatureCache = field(default_factory=FeatureCache)
     progress: bool = True
     test: Inputs | None = None
+    checkpoint: CheckpointSpec | None = None  # where training keeps crash-safe checkpoints (None: none)
 
     @property
     def task(self) -> str:
         return self.config.task
 
-    def train_settings(self, **overrides: Any) -> TrainSettings:
-        c = self.config
-        s = TrainSettings(epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, weight_decay=c.weight_decay,
-                          layer_decay=c.layer_decay, freeze=c.freeze, warmup=c.warmup, grad_clip=c.grad_clip,
-                          accumulate=c.accumulate, patience=c.patience, min_steps=c.min_steps,
-                          label_smoothing=c.label_smoothing,
-                          class_weights=self.class_weights, task=c.task, loss=c.loss, seed=c.seed,
-                          precision=c.precision)
-        for k, v in overrides.items():
-            setattr(s, k, v)
-        return s
+    def training(self, **overrides: Any) -> TrainConfig:
+        """The run's training settings, with ``overrides`` (e.g. LP-FT's lower learning rate)."""
+        return dataclasses.replace(self.config.training, **overrides)
+
+    def task_spec(self) -> TaskSpec:
+        return TaskSpec(self.config.task, self.config.loss, self.class_weights)
+
+    def fit_model(self, model: TransferModel, settings: TrainConfig | None = None, **kw: Any) -> History:
+        """Train ``model`` with the engine's supervised recipe on this context's data, checkpoints and logs."""
+        return train_model(model, self.train, self.y_train, self.val, self.y_val, settings or self.training(),
+                           self.task_spec(), seed=self.config.seed, log_dir=self.log_dir, progress=self.progress,
+                           checkpoint=self.checkpoint, **kw)
 
 
 @dataclass

@@ -2,7 +2,6 @@
 "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution")."""
 from __future__ import annotations
 
-from ..engine.loop import train_model
 from ..engine.model import TransferModel
 from .base import FitContext, StrategyResult
 from .linear_probe import probe_head
@@ -10,8 +9,7 @@ from .linear_probe import probe_head
 
 def fit_fine_tune(ctx: FitContext) -> StrategyResult:
     model = TransferModel(ctx.backbone, ctx.n_out, ctx.config.head)
-    hist = train_model(model, ctx.train, ctx.y_train, ctx.val, ctx.y_val, ctx.train_settings(),
-                       ctx.log_dir, ctx.progress)
+    hist = ctx.fit_model(model)
     return StrategyResult(model, hist, {"best_epoch": hist.best_epoch, "stopped_early": hist.stopped_early})
 
 
@@ -26,7 +24,7 @@ def fit_lp_ft(ctx: FitContext) -> StrategyResult:
     model = TransferModel(ctx.backbone, ctx.n_out, "linear")
     probe = probe_head(ctx, model)
     probe.pop("_val_features", None)
-    hist = train_model(model, ctx.train, ctx.y_train, ctx.val, ctx.y_val, ctx.train_settings(freeze_bn_stats=True, lr=ctx.config.lr * 0.1),
-                       ctx.log_dir, ctx.progress, desc="lp-ft", eval_initial=True)
+    hist = ctx.fit_model(model, ctx.training(lr=ctx.config.training.lr * 0.1), freeze_bn_stats=True, desc="lp-ft",
+                         eval_initial=True)
     return StrategyResult(model, hist, {"probe": probe, "best_epoch": hist.best_epoch,
                                         "stopped_early": hist.stopped_early})

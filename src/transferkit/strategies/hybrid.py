@@ -7,20 +7,17 @@ BENCHMARKS.md), because the lexical block carries rare spam tokens and the embed
 paraphrases."""
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression, Ridge
 from threadpoolctl import threadpool_limits
 
+from ..baselines.linear import full_coef, search_grid
+from ..baselines.tfidf import make_vectorizer
 from ..data.dataset import Dataset
-from ..engine.loop import validation_score
-from .classical import linear_outputs
 from .linear_probe import robust_scaler
 
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)  # 0: TF-IDF alone
@@ -47,7 +44,8 @@ class HybridModel:
         return sp.hstack([self.vectorizer.transform(texts.inputs), sp.csr_matrix(z)]).tocsr()
 
     def _outputs(self, x: sp.csr_matrix, model: Any) -> np.ndarray:
-        return linear_outputs(model, x, self.task, self.n_out)
+        coef, icpt = full_coef(model, self.task, self.n_out)
+        return np.asarray(x @ coef.T + icpt)
 
     def outputs(self, texts: Dataset, features: np.ndarray) -> np.ndarray:
         """Logits (classification) or the standardised target (regression)."""
@@ -60,24 +58,17 @@ def fit_hybrid(train: Dataset, f_train: np.ndarray, y_train: np.ndarray, val: Da
     """Fit on ``train``; choose the embedding weight and C together on ``val``."""
     if train.modality != "text":
         raise ValueError("the hybrid head combines TF-IDF with embeddings and needs text data")
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(train.inputs)
+    vec = make_vectorizer().fit(train.inputs)
     m = HybridModel(vec, robust_scaler(f_train), 1.0, None, task, n_out)
     scores: dict[str, float] = {}
     best = None
-    with threadpool_limits(1, user_api="blas"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
+    with threadpool_limits(1, user_api="blas"):
         for w in weights:
-            xtr, xva = m.design(train, f_train, w), m.design(val, f_val, w)
-            for C in grid:
-                if task == "regression":
-                    est = Ridge(alpha=1.0 / C).fit(xtr, y_train)
-                else:
-                    est = LogisticRegression(C=C, max_iter=2000, random_state=seed,
-                                             class_weight="balanced" if class_weights else None).fit(xtr, y_train)
-                s = validation_score(m._outputs(xva, est), y_val, task)
-                scores[f"w={w:g},C={C:g}"] = s
-                if best is None or s > best[0]:
-                    best = (s, w, C, est)
+            choice = search_grid(m.design(train, f_train, w), y_train, m.design(val, f_val, w), y_val, task, grid,
+                                 n_out, balanced=class_weights, seed=seed, max_iter=2000, scores=scores,
+                                 key=f"w={w:g},C={{C:g}}")
+            if best is None or choice.score > best[0]:
+                best = (choice.score, w, choice.C, choice.estimator)
     m.weight, m.model = best[1], best[3]
     m.details = {"weight": best[1], "chosen_C": best[2], "val_scores": scores,
                  "features": f"tfidf word 1-2 grams ({len(vec.vocabulary_)} terms) + {f_train.shape[1]}-d embeddings"}
@@ -92,27 +83,23 @@ def fit_hybrid_strategy(ctx):
 
     import torch
 
-    from ..engine.lexical import LexicalHead
+    from ..engine.lexical import LexicalBranch
     from ..engine.model import TransferModel
     from ..errors import ConfigError
     from .base import StrategyResult
-    from .linear_probe import _full_coef
 
     if ctx.train.is_image:
         raise ConfigError("Strategy 'hybrid' combines TF-IDF with embeddings and needs text data; "
                           "use linear-probe, lp-ft or fine-tune for images.")
     t0 = time.perf_counter()
-    bs = max(ctx.config.batch_size, 64)
+    bs = max(ctx.config.training.batch_size, 64)
     f_tr = ctx.cache.get_or_compute(ctx.backbone, ctx.train, bs, "extract train", progress=ctx.progress)
     f_va = ctx.cache.get_or_compute(ctx.backbone, ctx.val, bs, "extract val", progress=ctx.progress)
     t1 = time.perf_counter()
     h = fit_hybrid(ctx.train.ds, f_tr, ctx.y_train, ctx.val.ds, f_va, ctx.y_val, ctx.task, ctx.n_out,
                    ctx.config.seed, ctx.config.class_weights)
     v = len(h.vectorizer.vocabulary_)
-    if ctx.task == "regression":
-        coef, icpt = h.model.coef_.reshape(1, -1), np.atleast_1d(h.model.intercept_)
-    else:
-        coef, icpt = _full_coef(h.model, ctx.n_out)
+    coef, icpt = full_coef(h.model, ctx.task, ctx.n_out)
     # embedding block: logits += (w / sqrt(d)) * ((f - center) / scale) @ C_e.T  -> one nn.Linear on f
     d = f_tr.shape[1]
     center, scale = h.scaler.mean_, h.scaler.scale_
@@ -124,7 +111,7 @@ def fit_hybrid_strategy(ctx):
     with torch.no_grad():
         lin.weight.copy_(torch.as_tensor(ce, dtype=torch.float32))
         lin.bias.copy_(torch.as_tensor(icpt - ce @ center, dtype=torch.float32))
-    model.lexical = LexicalHead.from_vectorizer(h.vectorizer, coef[:, :v])
+    model.lexical = LexicalBranch.from_vectorizer(h.vectorizer, coef[:, :v])  # runs inside model.forward
     outputs = {"val": h.outputs(ctx.val.ds, f_va).astype(np.float32)}
     if ctx.test is not None:
         f_te = ctx.cache.get_or_compute(ctx.backbone, ctx.test, bs, "extract test", progress=ctx.progress)

@@ -1,9 +1,11 @@
-"""``transferkit compare``: on the same splits, classical vs scratch vs linear-probe vs fine-tune vs lp-ft,
-across label budgets and seeds; resumable (one JSON per finished cell), features cached."""
+"""``transferkit compare``: on the same splits, classical vs scratch vs the transfer strategies (linear-probe,
+fine-tune, lp-ft, hybrid, ...), across label budgets and seeds; resumable (one JSON per finished cell), features
+cached. Every cell is one ``fit`` of a registered strategy (:mod:`.columns` says which, on which backbone)."""
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -11,24 +13,25 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..config import FitConfig
-from ..data import Columns, Dataset, LabelMap, load_path, per_class_budget, stratified_split
+from ..backbones.base import Backbone
+from ..config import FitConfig, flat_keys
+from ..data import Columns, Dataset, load_path, per_class_budget, stratified_split
 from ..errors import ConfigError
-from ..evaluation.metrics import classification_metrics, headline, regression_metrics, softmax
+from ..evaluation.metrics import headline
+from ..features import FeatureCache, Inputs
 from ..runs.store import write_json
-from ..strategies import FeatureCache
-
-BASELINES = ("classical", "scratch")
-TRANSFER = ("linear-probe", "fine-tune", "lp-ft", "hybrid")
-TEXT_ONLY = ("hybrid",)  # TF-IDF + frozen embeddings
+from ..strategies import traits
+from .columns import CANDIDATE, DEFAULT_SCRATCH, OWN, column, default_columns, series_name
 
 
 @dataclass
 class StudyConfig:
-    """What to compare. ``budgets``: ints = labelled examples per class, floats in (0,1) = fraction, 'all'."""
+    """What to compare. ``strategies``: study columns (registered strategies, or ``scratch``; None: every one that
+    runs on the data, see :func:`.columns.default_columns`). ``budgets``: ints = labelled examples per class,
+    floats in (0,1) = fraction, 'all'."""
 
     base: FitConfig = field(default_factory=FitConfig)
-    strategies: list[str] = field(default_factory=lambda: ["classical", "scratch", "linear-probe", "fine-tune"])
+    strategies: list[str] | None = None
     backbones: list[str] = field(default_factory=lambda: ["packaged:efficientnet_lite0"])
     budgets: list[Any] = field(default_factory=lambda: [5, 10, "all"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -36,12 +39,8 @@ class StudyConfig:
     out: str = "runs/compare"
 
     def validate(self) -> StudyConfig:
-        for s in self.strategies:
-            if s not in BASELINES + TRANSFER:
-                from ..errors import suggest
-
-                raise ConfigError(f"Unknown study strategy '{s}'.{suggest(s, BASELINES + TRANSFER)} "
-                                  f"Choose from {', '.join(BASELINES + TRANSFER)}.")
+        for s in self.strategies or []:
+            column(s)
         for b in self.budgets:
             ok = b == "all" or (isinstance(b, int) and b >= 1) or (isinstance(b, float) and 0 < b < 1)
             if not ok:
@@ -76,8 +75,26 @@ def _budget_indices(y: np.ndarray, budget: Any, seed: int, task: str) -> np.ndar
     return per_class_budget(y, budget, seed)
 
 
-def _series(strategy: str, backbone: str | None) -> str:
-    return strategy if strategy in BASELINES else f"{strategy} ({backbone})"
+class SharedFeatures(FeatureCache):
+    """A feature cache for one cell: the frozen features of the cell's parts (train / val / test, subsets of the
+    study's data) are rows of the study's single extraction of the whole data (``full(spec)``), so every budget
+    and seed reads the same feature values; anything else goes to the study's on-disk ``cache``."""
+
+    def __init__(self, full: Callable[[str], np.ndarray], cache: FeatureCache,
+                 parts: list[tuple[Dataset, np.ndarray]]) -> None:
+        super().__init__(cache.root, cache.enabled, cache.engine)
+        self.full = full
+        self.cache = cache
+        self.rows = {ds.content_hash(): np.asarray(rows) for ds, rows in parts}
+
+    def get_or_compute(self, backbone: Backbone, inputs: Inputs, batch_size: int = 64, desc: str = "features",
+                       source_logits: bool = False, progress: bool = True, engine: str | None = None) -> np.ndarray:
+        rows = None if source_logits else self.rows.get(inputs.ds.content_hash())
+        if rows is None:
+            return self.cache.get_or_compute(backbone, inputs, batch_size, desc, source_logits, progress,
+                                             engine or self.engine)
+        self.hits += 1
+        return self.full(backbone.meta.spec)[rows]
 
 
 class Study:
@@ -92,9 +109,12 @@ class Study:
             b.train, Columns(b.text_column, b.image_column, b.label_column, b.id_column), b.strict, task=b.task)
         self.out = Path(cfg.out)
         (self.out / "cells").mkdir(parents=True, exist_ok=True)
-        for s in cfg.strategies:
-            if s in TEXT_ONLY and self.data.modality != "text":
-                raise ConfigError(f"Study strategy '{s}' combines TF-IDF with embeddings and needs text data; "
+        if cfg.strategies is None:
+            self.cfg = replace(cfg, strategies=default_columns(self.data.modality))
+        for s in self.cfg.strategies:
+            modalities = traits(column(s).strategy).modalities
+            if self.data.modality not in modalities:
+                raise ConfigError(f"Study strategy '{s}' needs {' or '.join(modalities)} data; "
                                   f"'{self.data.origin or 'the data'}' holds {self.data.modality}s. Remove it.")
         self._check_settings()
         self.cache = FeatureCache()
@@ -111,13 +131,16 @@ class Study:
         now = json.loads(json.dumps(self.settings(), default=str))
         if path.exists():
             old = json.loads(path.read_text(encoding="utf-8"))
-            # keys added to FitConfig after the study started count as their defaults
-            defaults = json.loads(json.dumps(FitConfig().to_dict(), default=str))
-            old["base"] = {**{k: v for k, v in defaults.items() if k not in old["base"]}, **old["base"]}
+            # keys added to FitConfig after the study started count as their defaults; flat training keys of
+            # older studies land in `training`
+            try:
+                old["base"] = json.loads(json.dumps(FitConfig.from_dict(old["base"]).to_dict(), default=str))
+            except ConfigError:
+                pass
             old["base"] = {k: v for k, v in old["base"].items() if k in now["base"]}
             if old != now:
-                diff = sorted(k for k in set(old["base"]) | set(now["base"])
-                              if old["base"].get(k) != now["base"].get(k))
+                ob, nb = flat_keys(old["base"]), flat_keys(now["base"])
+                diff = sorted(k for k in set(ob) | set(nb) if ob.get(k) != nb.get(k))
                 what = ", ".join(diff) or ("data" if old["data"] != now["data"] else "scratch backbone")
                 raise ConfigError(f"Study folder '{self.out}' holds results made with other settings ({what}). "
                                   "Use a new --out, or delete the folder to start over.")
@@ -125,68 +148,54 @@ class Study:
             write_json(path, now)
 
     # -- one cell -------------------------------------------------------------------------------------
-    def _evaluate(self, outputs: np.ndarray, y: np.ndarray, labels: dict[str, Any]) -> dict[str, Any]:
-        if labels["task"] == "regression":
-            return regression_metrics(y * labels["target_std"] + labels["target_mean"],
-                                      outputs[:, 0] * labels["target_std"] + labels["target_mean"])
-        return classification_metrics(y, softmax(outputs), labels["classes"])
-
-    def _probe_features(self, backbone_spec: str, split: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Frozen features of every example, extracted once per backbone and shared by all seeds' splits."""
+    def _all_features(self, backbone_spec: str) -> np.ndarray:
+        """Frozen features of every example, extracted once per backbone and shared by all seeds' splits (a
+        ``scratch:`` backbone is initialised with the base config's seed, so they do not depend on cell order)."""
         if backbone_spec not in self._features:
             from ..backbones import create_backbone
-            from ..engine.inputs import Inputs
 
             b = self.cfg.base
-            bb = create_backbone(backbone_spec, image_size=b.image_size, max_length=b.max_length)
+            bb = create_backbone(backbone_spec, image_size=b.image_size, max_length=b.max_length,
+                                 seed=b.seed if backbone_spec.startswith("scratch:") else None)
             self._features[backbone_spec] = self.cache.get_or_compute(
-                bb, Inputs(self.data, bb), max(b.batch_size, 64), f"extract {backbone_spec}", progress=self.progress)
-        feats = self._features[backbone_spec]
+                bb, Inputs(self.data, bb), max(b.training.batch_size, 64), f"extract {backbone_spec}", progress=self.progress)
+        return self._features[backbone_spec]
+
+    def _probe_features(self, backbone_spec: str, split: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The shared frozen features of each part of ``split``."""
+        feats = self._all_features(backbone_spec)
         return {name: feats[i] for name, i in split.items()}
 
+    def _backbone(self, strategy: str, role: str, backbone: str | None, modality: str) -> str:
+        """The backbone spec a cell of the column (``strategy``, ``role``) fits."""
+        if role == OWN:
+            return traits(strategy).own_backbone(modality)
+        if role == CANDIDATE:
+            return backbone
+        return self.cfg.scratch_backbone or DEFAULT_SCRATCH[modality]
+
     def run_cell(self, strategy: str, backbone: str | None, budget: Any, seed: int, parts: dict[str, Dataset],
-                 labels: dict[str, Any], ys: dict[str, np.ndarray],
                  split: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+        """Fit study column ``strategy`` on the budget's training rows of the pool, evaluate on the test part."""
         from ..pipeline import fit
-        from ..strategies.classical import fit_classical
-        from ..strategies.linear_probe import fit_probe
 
         b = self.cfg.base
+        col = column(strategy)
         idx = _budget_indices(parts["pool"].y, budget, seed, b.task)
-        train, ytr = parts["pool"].subset(idx), ys["pool"][idx]
-        n_out = len(labels["classes"]) if "classes" in labels else 1
+        train = parts["pool"].subset(idx)
         t0 = time.perf_counter()
-        if strategy == "classical":
-            m = fit_classical(train, ytr, parts["val"], ys["val"], b.task, n_out, seed)
-            out = m.outputs(parts["test"])
-        elif strategy == "linear-probe":
-            f = self._probe_features(backbone, split if split is not None else self._split_indices(seed))
-            coef, icpt, scaler, _ = fit_probe(f["pool"][idx], ytr, f["val"], ys["val"], b.task, b.probe_grid, n_out,
-                                              b.class_weights, seed)
-            out = scaler.transform(f["test"]) @ coef.T + icpt
-        elif strategy == "hybrid":
-            from ..strategies.hybrid import fit_hybrid
-
-            f = self._probe_features(backbone, split if split is not None else self._split_indices(seed))
-            m = fit_hybrid(train, f["pool"][idx], ytr, parts["val"], f["val"], ys["val"], b.task, n_out, seed,
-                           b.class_weights)
-            out = m.outputs(parts["test"], f["test"])
-        else:
-            spec = backbone
-            if strategy == "scratch":
-                spec = self.cfg.scratch_backbone or ("scratch:cnn" if train.modality == "image"
-                                                     else "scratch:transformer")
-            cfg = replace(b, backbone=spec, strategy="fine-tune" if strategy == "scratch" else strategy, seed=seed)
-            r = fit(cfg, train=train, val=parts["val"], test=parts["test"], progress=False, save=False,
-                    cache=self.cache)
-            out = None
-            metrics = r.metrics
-        if out is not None:
-            metrics = self._evaluate(out, ys["test"], labels)
-        name, value = headline(metrics, b.task)
-        return {"strategy": strategy, "backbone": backbone if strategy in TRANSFER else None,
-                "series": _series(strategy, backbone), "budget": budget, "seed": seed, "n_train": int(len(idx)),
-                "metric": name, "value": float(value), "accuracy": metrics.get("accuracy"),
+        cache: FeatureCache = self.cache
+        if traits(col.strategy).frozen_features:  # one extraction of the whole data, shared by every cell
+            split = split if split is not None else self._split_indices(seed)
+            cache = SharedFeatures(self._all_features, self.cache, [
+                (train, split["pool"][idx]), (parts["val"], split["val"]), (parts["test"], split["test"])])
+        spec = self._backbone(col.strategy, col.role, backbone, train.modality)
+        cfg = replace(b, backbone=spec, strategy=col.strategy, seed=seed)
+        r = fit(cfg, train=train, val=parts["val"], test=parts["test"], progress=False, save=False, cache=cache)
+        name, value = headline(r.metrics, b.task)
+        return {"strategy": strategy, "backbone": backbone if col.role == CANDIDATE else None,
+                "series": series_name(strategy, backbone), "budget": budget, "seed": seed, "n_train": int(len(idx)),
+                "metric": name, "value": float(value), "accuracy": r.metrics.get("accuracy"),
                 "seconds": time.perf_counter() - t0}
 
     def _split_indices(self, seed: int) -> dict[str, np.ndarray]:
@@ -199,16 +208,13 @@ class Study:
     def plan(self) -> list[tuple[str, str | None]]:
         cells = []
         for s in self.cfg.strategies:
-            if s in BASELINES:
+            if column(s).baseline:
                 cells.append((s, None))
             else:
                 cells += [(s, bb) for bb in self.cfg.backbones]
         return cells
 
     def run(self) -> dict[str, Any]:
-        from ..pipeline import encode_targets, Splits
-
-        b = self.cfg.base
         plan = self.plan()
         total = len(plan) * len(self.cfg.budgets) * len(self.cfg.seeds)
         results = []
@@ -216,8 +222,6 @@ class Study:
             for seed in self.cfg.seeds:
                 split = self._split_indices(seed)
                 parts = {name: self.data.subset(i) for name, i in split.items()}
-                labels, enc = encode_targets(b, Splits(parts["pool"], parts["val"], parts["test"]))
-                ys = dict(zip(("pool", "val", "test"), enc))
                 for budget in self.cfg.budgets:
                     for strategy, backbone in plan:
                         key = f"{strategy}__{backbone}__{budget}__{seed}".replace("/", "_").replace(":", "-")
@@ -225,8 +229,8 @@ class Study:
                         if path.exists():
                             results.append(json.loads(path.read_text(encoding="utf-8")))
                         else:
-                            bar.set_postfix_str(f"{_series(strategy, backbone)} k={budget} seed={seed}")
-                            cell = self.run_cell(strategy, backbone, budget, seed, parts, labels, ys, split)
+                            bar.set_postfix_str(f"{series_name(strategy, backbone)} k={budget} seed={seed}")
+                            cell = self.run_cell(strategy, backbone, budget, seed, parts, split)
                             write_json(path, cell)
                             results.append(cell)
                         bar.update(1)

@@ -7,8 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..runs.store import write_json
-
-BASELINES = ("classical", "scratch")
+from .columns import is_baseline
 
 
 def _key(b: Any) -> tuple[int, float]:
@@ -27,8 +26,8 @@ def summarise(cells: list[dict[str, Any]], cfg) -> dict[str, Any]:
             if vals:
                 table[s][str(b)] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals),
                                     "n_train": float(np.mean(ns))}
-    base = [s for s in series if s in BASELINES]
-    transfer = [s for s in series if s not in BASELINES]
+    base = [s for s in series if is_baseline(s)]
+    transfer = [s for s in series if not is_baseline(s)]
     gains = {}
     for b in budgets:
         kb = str(b)
@@ -84,7 +83,7 @@ def plot_curve(summary: dict[str, Any], path: Path) -> Path:
     for s in summary["series"]:
         pts = [(v["n_train"], v["mean"], v["std"]) for _, v in summary["table"][s].items()]
         pts.sort()
-        style = "--" if s in BASELINES else "-"
+        style = "--" if is_baseline(s) else "-"
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], fmt="o" + style,
                     capsize=3, label=s)
     ax.set_xscale("log")

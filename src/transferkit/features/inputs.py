@@ -48,12 +48,18 @@ class Inputs:
             return np.ones(len(self), dtype=np.int64)
         return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
 
-    def batch(self, idx: np.ndarray) -> Any:
+    def batch(self, idx: np.ndarray, texts: bool = True) -> Any:
+        """The model input for rows ``idx``: an image tensor, or a dict of padded token tensors that also carries
+        the raw texts under ``"texts"`` (a list, which backbones ignore; a model's lexical branch reads it).
+        ``texts=False`` leaves them out (tensors only, e.g. for compiled / exported backbones)."""
         if self.images is not None:
             return self.pre(self.images.batch(idx))
         from ..backbones.text import collate_ids
 
-        return collate_ids([self.ids[i] for i in idx], self.pre.pad_id)
+        batch: dict[str, Any] = collate_ids([self.ids[i] for i in idx], self.pre.pad_id)
+        if texts:
+            batch["texts"] = [self.ds.inputs[i] for i in idx]
+        return batch
 
     def order(self, batch_size: int, shuffle: bool, rng: np.random.Generator | None = None) -> list[np.ndarray]:
         """Batches of indices. Text is length-bucketed (sorted within chunks of 50 batches) to cut padding."""
@@ -75,7 +81,7 @@ class Inputs:
 
 def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, dict):
-        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     return batch.to(device, non_blocking=True)
 
 

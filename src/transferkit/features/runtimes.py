@@ -35,6 +35,7 @@ from torch import nn
 from ..backbones.base import Backbone
 from ..errors import ConfigError
 from ..registry import Registry
+from .identity import default_cache_dir, weights_hash
 
 log = logging.getLogger("transferkit")
 
@@ -93,8 +94,9 @@ class Runtime:
         return self.eager(batch)
 
     def prepare(self, inputs: Any, idx: Any) -> Any:
-        """This engine's input for rows ``idx`` of ``inputs`` (an ``Inputs``): by default the backbone's batch."""
-        return inputs.batch(idx)
+        """This engine's input for rows ``idx`` of ``inputs`` (an ``Inputs``): by default the backbone's batch
+        (tensors only: a backbone never reads the raw texts)."""
+        return inputs.batch(idx, texts=False)
 
     def to_eager(self, batch: Any) -> Any:
         """The eager backbone's input from a prepared batch (for the parity check and the fall-back)."""
@@ -215,8 +217,6 @@ def onnx_cache_dir() -> Path:
     env = os.environ.get("TRANSFERKIT_ONNX_CACHE")
     if env:
         return Path(env)
-    from ..strategies.feature_cache import default_cache_dir
-
     return default_cache_dir() / "onnx"
 
 
@@ -263,8 +263,6 @@ class OnnxRuntime(Runtime):
 
     def _model_path(self, keys: list[str] | None, xs: tuple[torch.Tensor, ...]) -> Path:
         """The exported (and maybe quantised) model, built once per weights / preprocessing / engine."""
-        from ..strategies.feature_cache import weights_hash
-
         b = self.backbone
         parts = {"spec": b.meta.spec, "weights": weights_hash(b), "pre": b.describe_preprocessing(),
                  "source_logits": self.source_logits, "keys": keys, "format": 4,
@@ -334,7 +332,7 @@ class OnnxRuntime(Runtime):
         pre = self.backbone.preprocess
         if isinstance(pre, ImagePreprocessor) and getattr(inputs, "images", None) is not None:
             return pre.resize_uint8(inputs.images.batch(idx))
-        return inputs.batch(idx)
+        return inputs.batch(idx, texts=False)
 
     def _run(self, batch: Any) -> torch.Tensor:
         if self._keys is None:

@@ -5,7 +5,7 @@ import numpy as np
 
 from transferkit.data import LabelMap, from_arrays, stratified_split
 from transferkit.evaluation.metrics import classification_metrics, regression_metrics, softmax
-from transferkit.strategies.classical import GRID, fit_classical, pixel_size
+from transferkit.baselines import GRID, fit_classical, pixel_size
 
 
 def _split(ds, seed=0):

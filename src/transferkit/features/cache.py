@@ -8,26 +8,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..backbones.base import Backbone
-from ..engine.extract import extract_features
-from ..engine.inputs import Inputs
-from ..engine.runtimes import engine_identity, get_runtime
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("TRANSFERKIT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "transferkit" / "features"
-
-
-def weights_hash(module: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-                 if t.numel() else b"")
-    return h.hexdigest()[:24]
+from .extract import extract_features
+from .identity import default_cache_dir, weights_hash
+from .inputs import Inputs
+from .runtimes import engine_identity, get_runtime
 
 
 class FeatureCache:

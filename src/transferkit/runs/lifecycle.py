@@ -1,0 +1,146 @@
+"""The one run lifecycle: every writer of a run directory (fit, adapt, pretrain, estimators, evaluate) goes through
+:func:`start_run`.
+
+A run is built in ``runs/.NAME.partial`` (with an ``.owner.json`` naming the writing process) and renamed to
+``runs/NAME`` only when complete. When the writer fails or is killed after a training checkpoint was written,
+the partial folder stays and ``transferkit fit --resume runs/NAME`` continues it; without a checkpoint a
+failed run leaves nothing behind.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..engine.checkpoint import checkpoint_summary, write_json_atomic
+from ..errors import ConfigError, DataError
+
+log = logging.getLogger("transferkit")
+OWNER = ".owner.json"
+CHECKPOINT_DIR = "checkpoint"
+PHASE_DONE = "done.json"  # a finished training phase of a multi-phase run (adapt), beside that phase's checkpoints
+
+
+def partial_dir(final: Path) -> Path:
+    return final.parent / f".{final.name}.partial"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner(tmp: Path) -> int | None:
+    try:
+        return int(json.loads((tmp / OWNER).read_text(encoding="utf-8"))["pid"])
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        return None
+
+
+def resumable(final: Path) -> dict[str, Any] | None:
+    """Where an interrupted run at ``final`` stopped (its newest checkpoint, or a finished training phase), or None."""
+    root = partial_dir(final) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return None
+    summary = checkpoint_summary(root)
+    if summary is None and any(root.glob(f"*/{PHASE_DONE}")):
+        summary = {"where": "after a finished training phase"}
+    return summary
+
+
+def resume_command(final: Path, verb: str = "fit") -> str:
+    return f"transferkit {verb} --resume {final.as_posix()}"
+
+
+@dataclass
+class RunHandle:
+    """The run being written: files go into ``dir``; ``checkpoints`` is where training checkpoints live."""
+
+    final: Path
+    dir: Path
+    resumed: bool
+    verb: str = "fit"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / CHECKPOINT_DIR
+
+    @property
+    def resume_hint(self) -> str:
+        return resume_command(self.final, self.verb)
+
+
+@contextmanager
+def start_run(runs_dir: str | Path, name: str, *, overwrite: bool = False, resume: bool = False,
+              log_file: str = "fit.log", verb: str = "fit") -> Iterator[RunHandle]:
+    """Own the partial folder, the log file handler, the commit and the abort of one run.
+
+    Raises:
+        ConfigError: the run exists (and no ``overwrite``), another process is writing it, or a resumable
+            interrupted run of that name exists (and neither ``resume`` nor ``overwrite``).
+        DataError: ``resume`` but there is nothing to resume.
+    """
+    final = Path(runs_dir) / name
+    tmp = partial_dir(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    pid = _owner(tmp) if tmp.is_dir() else None
+    if pid is not None and pid != os.getpid() and _alive(pid):
+        raise ConfigError(f"Run '{final}' is being written by process {pid} ({tmp}); wait for it or pick another "
+                          "--name.")
+    ck = resumable(final)
+    if resume:
+        if ck is None:
+            raise DataError(f"Nothing to resume at '{final}': no interrupted run with a checkpoint ({tmp} "
+                            f"{'has no checkpoint' if tmp.is_dir() else 'does not exist'}). Start it with "
+                            f"`transferkit {verb}`.")
+    else:
+        if final.exists() and not overwrite:
+            raise ConfigError(f"Run '{final}' already exists. Pick another --name or pass --overwrite.")
+        if ck is not None and not overwrite:
+            raise ConfigError(f"A resumable {verb} of '{name}' exists (stopped at {ck['where']}). Resume it with "
+                              f"`{resume_command(final, verb)}`, or pass --overwrite to start over.")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    write_json_atomic(tmp / OWNER, {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    handler = logging.FileHandler(tmp / log_file, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    run = RunHandle(final, tmp, resume, verb)
+    try:
+        yield run
+    except BaseException:
+        _close(handler)
+        if (tmp / CHECKPOINT_DIR).exists() and resumable(final) is not None:
+            (tmp / OWNER).unlink(missing_ok=True)  # kept, so that it can be resumed
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _close(handler)
+    shutil.rmtree(run.checkpoints, ignore_errors=True)
+    (tmp / OWNER).unlink(missing_ok=True)
+    if final.exists():
+        trash = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def _close(handler: logging.Handler) -> None:
+    log.removeHandler(handler)
+    handler.close()
