@@ -59,7 +59,7 @@ import importlib  # noqa: E402
 from markdown_blocks import update_section  # noqa: E402
 
 _pl = importlib.import_module("transferkit.pipeline")
-_lp = importlib.import_module("transferkit.strategies.linear_probe")  # the package re-exports a function of that name
+_lp = importlib.import_module("transferkit.baselines.linear")  # the one C-grid search (probe, hybrid, classical)
 
 BASE: dict = {}  # extra FitConfig fields (only --quick sets one: a 1-value probe grid)
 TIMES: dict[str, float] = {}
