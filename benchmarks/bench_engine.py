@@ -64,8 +64,7 @@ def render(recs: dict, before: str, after: str, started: str, minutes: float) ->
     lines = ["## Engine refactor: before / after (issue 11)", "",
              f"Command: `HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_engine.py --before {before}` "
              f"(run {started} UTC; {minutes:.1f} min). Before = commit {before} (two training loops, no checkpoints); "
-             f"after = {after} (one `Trainer` with callbacks, checkpoints every 200 steps and at epoch ends are "
-             "off because these jobs do not write a run). Each job is the `benchmarks/peers` job of that commit, in "
+             f"after = {after} (one `Trainer` with callbacks; these jobs write no run, so no checkpoints). Each job is the `benchmarks/peers` job of that commit, in "
              "its own process with 1 thread; the two sides ran back to back, job by job, on the same 2-core machine. "
              "One run each: the batch order is now drawn per (seed, epoch), so F1 differences are within seed noise "
              "(see the peers section for what one seed on these sets is worth).", "",
@@ -87,14 +86,28 @@ def main() -> int:
     ap.add_argument("--before", required=True, help="the earlier commit")
     ap.add_argument("--jobs", default=",".join(JOBS))
     ap.add_argument("--quick", action="store_true", help="tiny jobs; a smoke test (writes nothing to BENCHMARKS.md)")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the BENCHMARKS.md section from "
+                    "benchmarks/out/engine/results.json (its run facts given as --started / --minutes)")
+    ap.add_argument("--started", default=None)
+    ap.add_argument("--after", default=None, help="with --render-only: the commit the after side was measured on")
+    ap.add_argument("--minutes", type=float, default=0.0)
+    ap.add_argument("--merge", action="store_true", help="keep the pairs of benchmarks/out/engine/results.json "
+                    "that these --jobs do not re-measure")
     args = ap.parse_args()
     started, t0 = time.strftime("%Y-%m-%d %H:%M", time.gmtime()), time.perf_counter()
     after = git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if git("status", "--porcelain", "src")
                                                     else "")
-    recs: dict = {}
+    if args.render_only:
+        recs = json.loads((OUT / "results.json").read_text())
+        update_section(render(recs, args.before, args.after or after, args.started or started, args.minutes),
+                       "engine")
+        return 0
+    old = OUT / "results.json"
+    recs: dict = json.loads(old.read_text()) if args.merge and old.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
         wt = Path(tmp) / "before"
         git("worktree", "add", "--detach", str(wt), args.before)
+        (Path(tmp) / "shared").symlink_to(ROOT.parent / "shared")  # the data beside the checkout, as for ROOT
         try:
             for name in args.jobs.split(","):
                 for side, tree in (("before", wt), ("after", ROOT)):
@@ -107,6 +120,7 @@ def main() -> int:
         finally:
             git("worktree", "remove", "--force", str(wt))
     OUT.mkdir(parents=True, exist_ok=True)
+    recs = {n: recs[n] for n in JOBS if n in recs} | {n: r for n, r in recs.items() if n not in JOBS}
     (OUT / "results.json").write_text(json.dumps(recs, indent=1, default=str))
     if not args.quick:
         update_section(render(recs, args.before, after, started, (time.perf_counter() - t0) / 60), "engine")

@@ -22,8 +22,7 @@ def fit_lp_ft(ctx: FitContext) -> StrategyResult:
     steps), and the probe itself (epoch 0) competes for the best validation checkpoint.
     """
     model = TransferModel(ctx.backbone, ctx.n_out, "linear")
-    probe = probe_head(ctx, model)
-    probe.pop("_val_features", None)
+    probe, _ = probe_head(ctx, model)
     hist = ctx.fit_model(model, ctx.training(lr=ctx.config.training.lr * 0.1), freeze_bn_stats=True, desc="lp-ft",
                          eval_initial=True)
     return StrategyResult(model, hist, {"probe": probe, "best_epoch": hist.best_epoch,

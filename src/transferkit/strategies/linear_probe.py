@@ -45,8 +45,10 @@ def fit_probe(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray
     return best.coef, best.intercept, scaler, {"chosen_C": best.C, "val_scores": scores}
 
 
-def probe_head(ctx: FitContext, model: TransferModel) -> dict:
-    """Fit the probe on cached features and write it into ``model``'s final linear layer."""
+def probe_head(ctx: FitContext, model: TransferModel) -> tuple[dict, np.ndarray]:
+    """Fit the probe on cached features and write it into ``model``'s final linear layer.
+
+    Returns the probe's report and the validation features it was chosen on."""
     t0 = time.perf_counter()
     bs = max(ctx.config.training.batch_size, 64)
     Xtr = ctx.cache.get_or_compute(ctx.backbone, ctx.train, bs, "extract train", progress=ctx.progress)
@@ -55,20 +57,19 @@ def probe_head(ctx: FitContext, model: TransferModel) -> dict:
     coef, icpt, scaler, report = fit_probe(Xtr, ctx.y_train, Xva, ctx.y_val, ctx.task, ctx.config.probe_grid,
                                            ctx.n_out, ctx.config.class_weights, ctx.config.seed)
     fold_into_linear(model.final_linear(), coef, icpt, scaler)
-    report["_val_features"] = Xva
     report.update(extract_seconds=t1 - t0, probe_seconds=time.perf_counter() - t1,
                   cache_hits=ctx.cache.hits, cache_misses=ctx.cache.misses)
-    return report
+    return report, Xva
 
 
 def fit_linear_probe(ctx: FitContext) -> StrategyResult:
     model = TransferModel(ctx.backbone, ctx.n_out, "linear")
     for p in model.backbone.parameters():
         p.requires_grad_(False)
-    report = probe_head(ctx, model)
+    report, Xva = probe_head(ctx, model)
     head = model.final_linear()
     w, b = head.weight.detach().numpy().astype(np.float64), head.bias.detach().numpy().astype(np.float64)
-    outputs = {"val": (report.pop("_val_features") @ w.T + b).astype(np.float32)}
+    outputs = {"val": (Xva @ w.T + b).astype(np.float32)}
     if ctx.test is not None:  # the test features go through the same cache
         Xte = ctx.cache.get_or_compute(ctx.backbone, ctx.test, max(ctx.config.training.batch_size, 64), "extract test",
                                        progress=ctx.progress)
