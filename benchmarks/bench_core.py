@@ -492,7 +492,7 @@ def grid_note(rec: dict) -> str:
 def render(res: dict) -> str:
     m = res["machine"]
     L = ["## Core (issue 3)", "",
-         f"Command: `cd /work/main && HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_core.py` "
+         f"Command: `HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_core.py` "
          f"(run {m['date']} on {m.get('src', 'an unrecorded src version')}; "
          f"{m.get('total_s', float('nan')) / 60:.1f} min in all)."
          + "".join(f" Steps `{r['steps']}` re-measured on {r['date']} on {r.get('src', '?')} with "
