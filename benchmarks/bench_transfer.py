@@ -75,7 +75,7 @@ def studies(quick: bool) -> dict[str, tuple[StudyConfig, Dataset]]:
     out = {}
     out["A"] = ("MNIST-trained scratch CNN -> digits", lambda: (StudyConfig(
         base=base_img, strategies=["classical", "scratch", "linear-probe", "fine-tune", "lp-ft"],
-        backbones=[f"run:{os.path.relpath(source_run(quick))}"]  # relative: no machine paths in the report, budgets=img_budgets, seeds=seeds, out=str(OUT / "A-mnist-to-digits")),
+        backbones=[f"run:{os.path.relpath(source_run(quick))}"], budgets=img_budgets, seeds=seeds, out=str(OUT / "A-mnist-to-digits")),
         digits()))
     base_eff = FitConfig.from_dict(dict(num_threads=1, image_size=32, epochs=4, lr=1e-3, patience=3, batch_size=32))
     out["B1"] = ("ImageNet EfficientNet-Lite0 -> digits", lambda: (StudyConfig(
