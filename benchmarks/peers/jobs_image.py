@@ -13,30 +13,33 @@ def _epochs(name: str, quick: bool) -> int:
     return 1 if quick else (3 if name == "digits" else 2)
 
 
-def tk_image(quick: bool, threads: int, name: str) -> dict[str, Any]:
+def tk_image(quick: bool, threads: int, name: str, seed: int = 0, overrides: dict | None = None) -> dict[str, Any]:
+    """transferkit's fine-tune at the peer's budget; ``overrides``: FitConfig keys for ablations (e.g. layer_decay);
+    every other setting is transferkit's default."""
     import tempfile
 
     from transferkit import FitConfig, fit
     from transferkit.data import from_arrays
     from transferkit.strategies import FeatureCache
 
-    d = images(name, quick)
+    d = images(name, quick, seed)
     X, y, vmax = d["X"], d["y"], d["value_max"]
     part = {k: from_arrays(X[d[k]], y[d[k]], value_max=vmax) for k in ("train", "val", "test")}
     ep = _epochs(name, quick)
     cfg = FitConfig.from_dict(dict(backbone="packaged:efficientnet_lite0", strategy="fine-tune", image_size=SIZE, epochs=ep,
                     batch_size=IMG["batch"], lr=IMG["lr"], weight_decay=IMG["weight_decay"], warmup=IMG["warmup"],
-                    min_steps=0, patience=ep, seed=0, num_threads=threads))
+                    min_steps=0, patience=ep, seed=seed, num_threads=threads, **(overrides or {})))
     with Timer() as t, tempfile.TemporaryDirectory() as tmp:
         r = fit(cfg, train=part["train"], val=part["val"], test=part["test"], save=False, progress=False,
                 cache=FeatureCache(tmp))
     n = len(d["train"])
     return {"metric": r.metrics["macro_f1"], "compute_s": t.seconds, "train_s": r.details["fit_seconds"],
             "throughput": n * ep / r.details["fit_seconds"], "throughput_unit": "train img/s", "n_train": n,
-            "settings": {**IMG, "epochs": ep, "size": SIZE, "layer_decay": cfg.training.layer_decay}}
+            "settings": {**IMG, "epochs": ep, "size": SIZE, "training": cfg.training.to_dict(),
+                         "overrides": overrides or {}}}
 
 
-def timm_loop(quick: bool, threads: int, name: str) -> dict[str, Any]:
+def timm_loop(quick: bool, threads: int, name: str, seed: int = 0, overrides: dict | None = None) -> dict[str, Any]:
     """The loop a user copies from a tutorial: timm model with a new head, AdamW, cosine schedule,
     cross-entropy, evaluation on validation after each epoch (best weights kept), then the test set."""
     import copy
@@ -49,10 +52,10 @@ def timm_loop(quick: bool, threads: int, name: str) -> dict[str, Any]:
 
     from transferkit.backbones.packaged import lite_weights_path, rename_lukemelas_to_timm
 
-    d = images(name, quick)
+    d = images(name, quick, seed)
     X, y, vmax = d["X"], d["y"], d["value_max"]
     ep = _epochs(name, quick)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     with Timer() as t:
         model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
         state = rename_lukemelas_to_timm(torch.load(lite_weights_path("efficientnet_lite0"), map_location="cpu",

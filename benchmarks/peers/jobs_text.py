@@ -21,19 +21,20 @@ def _ks(quick: bool, full_data: bool = False) -> list:
 
 
 # -- 1. fine-tuning MiniLM: transferkit fit vs Hugging Face Trainer --------------------------------------
-def tk_finetune(quick: bool, threads: int, precision: str = "fp32") -> dict[str, Any]:
+def tk_finetune(quick: bool, threads: int, seed: int = 0, overrides: dict | None = None,
+                precision: str = "fp32") -> dict[str, Any]:
     from transferkit import FitConfig, fit
     from transferkit.data import from_arrays
     from transferkit.strategies import FeatureCache
 
-    d = spam(quick)
-    tr = finetune_subset(d, _n_train(quick))
+    d = spam(quick, seed)
+    tr = finetune_subset(d, _n_train(quick), seed)
     part = {k: from_arrays([d["texts"][i] for i in idx], d["y"][idx]) for k, idx in
             (("train", tr), ("val", d["val"]), ("test", d["test"]))}
     cfg = FitConfig.from_dict(dict(backbone="packaged:minilm-l6", strategy="fine-tune", max_length=MAX_LENGTH,
                     batch_size=FT["batch"], epochs=FT["epochs"], lr=FT["lr"], warmup=FT["warmup"],
-                    weight_decay=FT["weight_decay"], layer_decay=FT["layer_decay"], min_steps=0, seed=0,
-                    num_threads=threads, precision=precision))
+                    weight_decay=FT["weight_decay"], layer_decay=FT["layer_decay"], min_steps=0, seed=seed,
+                    num_threads=threads, precision=precision, **(overrides or {})))
     import tempfile
 
     with Timer() as t, tempfile.TemporaryDirectory() as tmp:
@@ -41,11 +42,12 @@ def tk_finetune(quick: bool, threads: int, precision: str = "fp32") -> dict[str,
                 cache=FeatureCache(tmp))
     return {"metric": r.metrics["macro_f1"], "compute_s": t.seconds, "train_s": r.details["fit_seconds"],
             "throughput": len(tr) * FT["epochs"] / r.details["fit_seconds"], "throughput_unit": "train ex/s",
-            "n_train": len(tr), "settings": {**FT, "max_length": MAX_LENGTH, "layer_decay": cfg.training.layer_decay,
-                                             "precision": precision}}
+            "n_train": len(tr), "settings": {**FT, "max_length": MAX_LENGTH, "training": cfg.training.to_dict(),
+                                             "precision": precision, "overrides": overrides or {}}}
 
 
-def hf_trainer(quick: bool, threads: int, bf16: bool = False) -> dict[str, Any]:
+def hf_trainer(quick: bool, threads: int, seed: int = 0, overrides: dict | None = None,
+               bf16: bool = False) -> dict[str, Any]:
     """What the Hugging Face text-classification tutorial does, on the same e-mails and budget
     (``bf16``: the Trainer's own ``bf16=True`` mixed precision on CPU)."""
     import tempfile
@@ -58,11 +60,11 @@ def hf_trainer(quick: bool, threads: int, bf16: bool = False) -> dict[str, Any]:
 
     from transferkit.backbones.packaged import minilm_dir
 
-    d = spam(quick)
-    tr = finetune_subset(d, _n_train(quick))
+    d = spam(quick, seed)
+    tr = finetune_subset(d, _n_train(quick), seed)
     path = str(minilm_dir())
     with Timer() as t:
-        set_seed(0)
+        set_seed(seed)
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
 
@@ -77,7 +79,7 @@ def hf_trainer(quick: bool, threads: int, bf16: bool = False) -> dict[str, Any]:
                                      per_device_eval_batch_size=64, num_train_epochs=FT["epochs"],
                                      learning_rate=FT["lr"], warmup_steps=int(round(FT["warmup"] * steps)),
                                      weight_decay=FT["weight_decay"], eval_strategy="epoch", save_strategy="no",
-                                     report_to=[], logging_strategy="no", seed=0, use_cpu=True,
+                                     report_to=[], logging_strategy="no", seed=seed, use_cpu=True,
                                      dataloader_num_workers=0, disable_tqdm=True, bf16=bf16)
             trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
                               data_collator=DataCollatorWithPadding(tok))
@@ -92,17 +94,17 @@ def hf_trainer(quick: bool, threads: int, bf16: bool = False) -> dict[str, Any]:
 
 
 # -- 2. TF-IDF (word 1-2 grams) + logistic regression, C chosen on the same validation set ----------------
-def tfidf_lr(quick: bool, threads: int) -> dict[str, Any]:
+def tfidf_lr(quick: bool, threads: int, seed: int = 0, overrides: dict | None = None) -> dict[str, Any]:
     import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    d = spam(quick)
+    d = spam(quick, seed)
     texts, y = d["texts"], d["y"]
     per_k: dict[str, Any] = {}
     with Timer() as t:
         for k in _ks(quick, full_data=True):
-            tr = kshot(y, d["pool"], k)
+            tr = kshot(y, d["pool"], k, seed)
             with Timer() as tk:
                 vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
                 xtr = vec.fit_transform([texts[i] for i in tr])
@@ -134,7 +136,8 @@ def _best_text_strategy() -> str:
         return "linear-probe"
 
 
-def tk_kshot(quick: bool, threads: int, ks: list | None = None, engine: str = "onnx-int8") -> dict[str, Any]:
+def tk_kshot(quick: bool, threads: int, seed: int = 0, overrides: dict | None = None, ks: list | None = None,
+             engine: str = "onnx-int8") -> dict[str, Any]:
     """Frozen MiniLM features through the feature cache (a fresh one: extraction is paid here), then the
     hybrid head and the linear probe at every k, like `transferkit compare` does."""
     import tempfile
@@ -147,7 +150,7 @@ def tk_kshot(quick: bool, threads: int, ks: list | None = None, engine: str = "o
     from transferkit.strategies import FeatureCache
     from transferkit.strategies.linear_probe import fit_probe
 
-    d = spam(quick)
+    d = spam(quick, seed)
     texts, y = d["texts"], d["y"]
     ks = ks or _ks(quick)
     best = _best_text_strategy()
@@ -155,7 +158,7 @@ def tk_kshot(quick: bool, threads: int, ks: list | None = None, engine: str = "o
     with Timer() as t, tempfile.TemporaryDirectory() as tmp:
         cache = FeatureCache(tmp, engine=engine)
         bb = create_backbone("packaged:minilm-l6", max_length=MAX_LENGTH)
-        trains = {str(k): kshot(y, d["pool"], k) for k in ks}
+        trains = {str(k): kshot(y, d["pool"], k, seed) for k in ks}
         need = np.unique(np.concatenate([d["val"], d["test"], *trains.values()]))
         with Timer() as te:
             ds_all = from_arrays([texts[i] for i in need], y[need])
@@ -171,14 +174,14 @@ def tk_kshot(quick: bool, threads: int, ks: list | None = None, engine: str = "o
             train, ftr = part(tr)
             with Timer() as tp:
                 coef, icpt, scaler, _ = fit_probe(ftr, y[tr], fva, y[d["val"]], "classification",
-                                                  [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0], 2, False, 0)
+                                                  [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0], 2, False, seed)
                 lp = macro_f1(y[d["test"]], np.argmax(scaler.transform(fte) @ coef.T + icpt, 1))
             res = {"linear-probe": lp, "n_train": int(len(tr)), "probe_s": tp.seconds}
             if best == "hybrid":
                 from transferkit.strategies.hybrid import fit_hybrid
 
                 with Timer() as th:
-                    m = fit_hybrid(train, ftr, y[tr], val, fva, y[d["val"]], "classification", 2, 0)
+                    m = fit_hybrid(train, ftr, y[tr], val, fva, y[d["val"]], "classification", 2, seed)
                     res["hybrid"] = macro_f1(y[d["test"]], np.argmax(m.outputs(test, fte), 1))
                 res["hybrid_s"] = th.seconds
                 res["hybrid_weight"] = m.details.get("weight")
@@ -191,25 +194,24 @@ def tk_kshot(quick: bool, threads: int, ks: list | None = None, engine: str = "o
             else {"engine": engine}}
 
 
-def tk_fewshot(quick: bool, threads: int, k: int) -> dict[str, Any]:
-    r = tk_kshot(quick, threads, ks=[k])
-    return r
+def tk_fewshot(quick: bool, threads: int, k: int, seed: int = 0, overrides: dict | None = None) -> dict[str, Any]:
+    return tk_kshot(quick, threads, seed, overrides, ks=[k])
 
 
 # -- 3. SetFit with the packaged MiniLM body ------------------------------------------------------------
 SETFIT = {"batch_size": 16, "num_epochs": 1, "num_iterations": 20, "max_steps": 40, "body_learning_rate": 2e-5}
 
 
-def setfit_job(quick: bool, threads: int, k: int) -> dict[str, Any]:
+def setfit_job(quick: bool, threads: int, k: int, seed: int = 0, overrides: dict | None = None) -> dict[str, Any]:
     import numpy as np
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     from transferkit.backbones.packaged import minilm_dir
 
-    d = spam(quick)
+    d = spam(quick, seed)
     texts, y = d["texts"], d["y"]
-    tr = kshot(y, d["pool"], k)
+    tr = kshot(y, d["pool"], k, seed)
     steps = 10 if quick else SETFIT["max_steps"]
     with Timer() as t:
         model = SetFitModel.from_pretrained(str(minilm_dir()))
@@ -217,7 +219,7 @@ def setfit_job(quick: bool, threads: int, k: int) -> dict[str, Any]:
         train = Dataset.from_dict({"text": [texts[i] for i in tr], "label": y[tr].tolist()})
         args = TrainingArguments(batch_size=SETFIT["batch_size"], num_epochs=SETFIT["num_epochs"],
                                  num_iterations=SETFIT["num_iterations"], max_steps=steps,
-                                 body_learning_rate=SETFIT["body_learning_rate"], seed=0, report_to="none",
+                                 body_learning_rate=SETFIT["body_learning_rate"], seed=seed, report_to="none",
                                  show_progress_bar=False, save_strategy="no", eval_strategy="no")
         trainer = Trainer(model=model, args=args, train_dataset=train)
         with Timer() as ttrain:

@@ -94,9 +94,12 @@ class TrainConfig(YamlConfig):
 
     epochs: int = setting(5, "training epochs")
     batch_size: int = setting(32, "examples per batch")
-    lr: float = setting(1e-3, "peak learning rate (of the head; lower layer groups get layer_decay per group less)")
+    lr: float | None = setting(None, "peak learning rate (of the head; lower layer groups get layer_decay per "
+                                     "group less); default: by backbone family, 1e-3 for CNNs and scratch models, "
+                                     "2e-4 for pretrained transformers (`transferkit info`)")
     weight_decay: float = setting(0.01, "AdamW weight decay")
-    layer_decay: float = setting(0.85, "layer-wise LR decay per group below the head (1 = none)")
+    layer_decay: float = setting(1.0, "layer-wise LR decay per group below the head (1 = none: 0.85 cost macro-F1 "
+                                      "on digits and MNIST, see the peers ablation in BENCHMARKS.md)")
     freeze: int = setting(0, "freeze the bottom K layer groups during fine-tuning")
     warmup: float = setting(0.1, "fraction of the optimiser steps spent in linear LR warm-up (then cosine decay)")
     grad_clip: float = setting(1.0, "clip the gradient norm at this value (0 = off)")
@@ -119,6 +122,8 @@ class TrainConfig(YamlConfig):
                 raise bad_param(owner, name, f"an integer >= {lo}", v)
         for name in ("lr", "layer_decay"):
             v = getattr(self, name)
+            if name == "lr" and v is None:  # the backbone family's default, resolved when the backbone is built
+                continue
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
                 raise bad_param(owner, name, "a float in (0, inf)", v)
         for name in ("warmup", "label_smoothing"):

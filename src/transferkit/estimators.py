@@ -22,8 +22,8 @@ class _TransferBase(BaseEstimator):
     _task = "classification"
 
     def __init__(self, backbone: str = "packaged:efficientnet_lite0", strategy: str = "linear-probe",
-                 epochs: int = 5, lr: float = 1e-3, batch_size: int = 32, freeze: int = 0,
-                 layer_decay: float = 0.85, image_size: int | None = None, max_length: int | None = None,
+                 epochs: int = 5, lr: float | None = None, batch_size: int = 32, freeze: int = 0,
+                 layer_decay: float = 1.0, image_size: int | None = None, max_length: int | None = None,
                  val_fraction: float = 0.15, seed: int = 0, progress: bool = False, options: dict | None = None):
         self.backbone = backbone
         self.strategy = strategy

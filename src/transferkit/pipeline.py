@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .backbones import create_backbone, parse_spec
+from .backbones.recipes import resolve_training
 from .config import RUN_PLACEMENT, FitConfig, refuse_changed_settings
 from .data import Columns, Dataset, LabelMap, load_path, stratified_split
 from .engine.loop import CheckpointSpec
@@ -213,6 +214,8 @@ def _fit(c: FitConfig, run: Any, train: Dataset | None, val: Dataset | None, tes
     else:
         result = STRATEGIES.get(c.strategy)(ctx)
     c = ctx.config  # "auto" resolved to the strategy (and freeze) it chose; saved so the run reproduces
+    # settings left to the backbone family (lr) are saved as the numbers used
+    c = dataclasses.replace(c, training=resolve_training(c.training, backbone.meta))
     fit_seconds = time.perf_counter() - t0
     model = result.model
     if labels["task"] == "regression":

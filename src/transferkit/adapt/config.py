@@ -11,7 +11,7 @@ from ..errors import ConfigError, bad_param, suggest
 
 FEATURE_MODES = ("end-to-end", "frozen")
 
-ADAPT_TRAINING = TrainConfig(epochs=3, weight_decay=5e-4, grad_clip=10.0)  # the adaptation recipe's defaults
+ADAPT_TRAINING = TrainConfig(epochs=3, lr=1e-3, weight_decay=5e-4, grad_clip=10.0)  # the adaptation recipe's defaults
 
 
 @dataclass

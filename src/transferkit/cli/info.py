@@ -26,6 +26,11 @@ def run(args: argparse.Namespace) -> int:
     print("\nStrategies:")
     for s in STRATEGIES.names():
         print(f"  {s:<13} {STRATEGIES.help(s)}")
+    from ..backbones.recipes import FAMILIES
+
+    print("\nTraining defaults by backbone family (used where --lr is not given):")
+    for name, r in FAMILIES.items():
+        print(f"  {name:<13} lr {r.lr:g}: {r.why}")
     from ..adapt import METHODS
     from ..ranking.scores import METRICS
 

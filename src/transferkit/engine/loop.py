@@ -15,6 +15,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 
 from ..features.inputs import Inputs
+from ..backbones.recipes import resolve_training
 from ..config import TrainConfig
 from .accelerator import Accelerator, module_device, move_to
 from .callbacks import Checkpoint, EarlyStopping, ProgressBar, TensorBoard, TrainMode, Validation
@@ -44,8 +45,10 @@ def param_groups(model: TransferModel, s: TrainConfig,
     """Freeze the bottom ``s.freeze`` layer groups; decay the LR by ``layer_decay`` per group below the head.
 
     ``trainable(name, param)``, when given, says which parameters an objective trains at all (e.g. adapters):
-    the others are left frozen and out of every group, whatever their layer group.
+    the others are left frozen and out of every group, whatever their layer group. An unset ``s.lr`` is the
+    backbone family's default (:mod:`transferkit.backbones.recipes`).
     """
+    s = resolve_training(s, model.backbone.meta)
     params = dict(model.named_parameters())
     groups = model.backbone.layer_groups()
     n = len(groups)
@@ -161,6 +164,7 @@ def train_model(model: TransferModel, train: Inputs, y_train: np.ndarray, val: I
         trainable: which parameters train at all (see :func:`param_groups`).
     """
     spec = spec or TaskSpec()
+    s = resolve_training(s, model.backbone.meta)
     torch.manual_seed(seed)
     groups = param_groups(model, s, trainable)
     batches_per_pass = math.ceil(len(train) / s.batch_size)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..backbones.base import Backbone
+from ..backbones.recipes import resolve_training
 from ..config import FitConfig, TrainConfig
 from ..engine.loop import CheckpointSpec, History, TaskSpec, train_model
 from ..engine.model import TransferModel
@@ -37,8 +38,9 @@ class FitContext:
         return self.config.task
 
     def training(self, **overrides: Any) -> TrainConfig:
-        """The run's training settings, with ``overrides`` (e.g. LP-FT's lower learning rate)."""
-        return dataclasses.replace(self.config.training, **overrides)
+        """The run's training settings, settings left unset filled by the backbone family's defaults
+        (:mod:`transferkit.backbones.recipes`), then ``overrides`` (e.g. LP-FT's lower learning rate)."""
+        return dataclasses.replace(resolve_training(self.config.training, self.backbone.meta), **overrides)
 
     def task_spec(self) -> TaskSpec:
         return TaskSpec(self.config.task, self.config.loss, self.class_weights)

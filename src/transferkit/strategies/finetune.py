@@ -23,7 +23,7 @@ def fit_lp_ft(ctx: FitContext) -> StrategyResult:
     """
     model = TransferModel(ctx.backbone, ctx.n_out, "linear")
     probe, _ = probe_head(ctx, model)
-    hist = ctx.fit_model(model, ctx.training(lr=ctx.config.training.lr * 0.1), freeze_bn_stats=True, desc="lp-ft",
+    hist = ctx.fit_model(model, ctx.training(lr=ctx.training().lr * 0.1), freeze_bn_stats=True, desc="lp-ft",
                          eval_initial=True)
     return StrategyResult(model, hist, {"probe": probe, "best_epoch": hist.best_epoch,
                                         "stopped_early": hist.stopped_early})
