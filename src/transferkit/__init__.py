@@ -6,14 +6,15 @@ from ._version import __version__
 from typing import TYPE_CHECKING, Any
 
 # (the adaptation entry point is ``transferkit.adapt.adapt``: ``adapt`` is the subpackage's name)
-__all__ = ["AdaptConfig", "FitConfig", "StudyConfig", "TransferClassifier", "TransferRegressor", "compare",
-           "create_backbone", "fit", "load_run", "rank_backbones", "__version__"]
+__all__ = ["AdaptConfig", "FitConfig", "PretrainConfig", "StudyConfig", "TransferClassifier", "TransferRegressor",
+           "compare", "create_backbone", "fit", "load_run", "pretrain", "rank_backbones", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backbones import create_backbone
     from .config import FitConfig
     from .estimators import TransferClassifier, TransferRegressor
     from .pipeline import fit
+    from .pretraining import PretrainConfig, pretrain
     from .runs import load_run
 
 
@@ -38,6 +39,10 @@ def __getattr__(name: str) -> Any:  # lazy: keep `transferkit --help` fast
         import importlib
 
         return importlib.import_module(f"{__name__}.adapt").AdaptConfig
+    if name in ("pretrain", "PretrainConfig"):  # the subpackage is ``pretraining``, so ``pretrain`` stays the function
+        from . import pretraining
+
+        return getattr(pretraining, name)
     if name == "rank_backbones":
         from .ranking import rank_backbones
 

@@ -49,7 +49,8 @@ def _scratch(name: str, **kw: Any) -> Backbone:
 
 # Implemented in transferkit.runs (above backbones: it loads a saved run), so registered by reference.
 SOURCES.register_lazy("run", "transferkit.runs.run_source:create_from_run",
-                      "an earlier transferkit run's backbone: run:runs/NAME (parameter transfer)")
+                      "an earlier transferkit run's backbone, or a pretraining run's encoder: run:runs/NAME "
+                      "(parameter transfer)")
 SOURCES.register_lazy("classical", "transferkit.baselines.classical:create_classical",
                       "no transfer, fitted featurisers of the classical baseline: classical:pixels (images), "
                       "classical:tfidf (text); fit with --strategy classical")

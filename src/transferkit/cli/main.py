@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-ORDER = ("fit", "evaluate", "predict", "compare", "rank", "adapt", "features", "demo", "info")
+ORDER = ("fit", "evaluate", "predict", "compare", "rank", "adapt", "pretrain", "features", "demo", "info")
 
 
 def commands() -> dict:

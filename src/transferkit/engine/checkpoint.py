@@ -63,7 +63,17 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def _contiguous(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in d.items()}
+    """CPU, contiguous, and no two entries sharing memory (safetensors refuses that): tied weights, such as a
+    masked-LM decoder tied to the word embeddings, are stored twice; loading copies both back into the one tensor."""
+    out, seen = {}, set()
+    for k, v in d.items():
+        t = v.detach().contiguous().cpu()
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        if ptr is not None and ptr in seen:
+            t = t.clone()
+        seen.add(ptr)
+        out[k] = t
+    return out
 
 
 def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -48,7 +48,7 @@ class TrainState:
     epoch_done: bool = False  # the epoch's end events ran (a checkpoint taken then resumes at the next epoch)
     loss_sum: float = 0.0     # running sums for the epoch's mean training loss
     seen: int = 0
-    should_stop: bool = False
+    should_stop: bool = False  # set by a callback: at an epoch end (early stopping) or at a step (a time budget)
     history: list[dict[str, Any]] = field(default_factory=list)
     logs: dict[str, float] = field(default_factory=dict)      # last batch's losses (not saved)
     metrics: dict[str, float] = field(default_factory=dict)   # this epoch's end-of-epoch numbers (not saved)
@@ -186,6 +186,8 @@ class Trainer:
                 self.emit("on_step_end")
                 self._stop_if_interrupted()
             self.emit("on_batch_end", n)
+            if st.should_stop:  # a callback stopped training at this step (e.g. a time budget): end the epoch here
+                break
 
     def _stop_if_interrupted(self) -> None:
         st = self.state

@@ -1,4 +1,5 @@
-"""``run:PATH``: parameter transfer from an earlier transferkit run (its backbone weights; its head dropped).
+"""``run:PATH``: parameter transfer from an earlier transferkit run (its backbone weights; its head dropped), or
+the adapted encoder of a pretraining run (``transferkit pretrain``: run.json kind "pretrain", HF files in encoder/).
 
 The backbone source ``run`` of :data:`transferkit.backbones.SOURCES`, registered there by reference
 (``SOURCES.register_lazy("run", "transferkit.runs.run_source:create_from_run", ...)``) because it loads a saved
@@ -7,13 +8,15 @@ run, which sits above the backbones; ``create_backbone("run:PATH")`` imports thi
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..backbones.base import Backbone
-from .store import load_run
+from ..errors import DataError
+from .store import ENCODER_DIR, PRETRAIN_KIND, is_pretrain_run, load_run, read_info
 
 
 class ParentHead:
@@ -27,8 +30,12 @@ class ParentHead:
         return self.head(features.to(torch.float32)).double()
 
 
-def create_from_run(path: str, pretrained: bool = True, **_: Any) -> Backbone:
-    """run:PATH, the backbone of a saved run, e.g. a scratch CNN trained on a source task."""
+def create_from_run(path: str, pretrained: bool = True, max_length: int | None = None, pooling: str = "mean",
+                    **_: Any) -> Backbone:
+    """run:PATH, the backbone of a saved run, e.g. a scratch CNN trained on a source task, or the encoder of a
+    pretraining run (``transferkit pretrain``)."""
+    if is_pretrain_run(path):
+        return _from_pretrain_run(path, max_length, pooling)
     run = load_run(path)
     backbone = run.model.backbone
     parent = run.info.get("lineage", [])
@@ -40,6 +47,28 @@ def create_from_run(path: str, pretrained: bool = True, **_: Any) -> Backbone:
         backbone.feature_head = ParentHead(run.model.head)
     backbone.lineage = [{"run": str(run.path), "backbone": run.config.backbone, "strategy": run.config.strategy,
                          "train": run.config.train}] + list(parent)
+    return backbone
+
+
+def _from_pretrain_run(path: str, max_length: int | None, pooling: str) -> Backbone:
+    """A pretraining run's encoder (Hugging Face format under ``encoder/``) as a text backbone; its lineage names
+    the run and, after it, the run's own source backbone (and that one's lineage)."""
+    from ..backbones.hf import create_hf_text
+
+    p = Path(path)
+    info = read_info(p) or {}
+    enc = p / info.get("encoder", ENCODER_DIR)
+    if not (enc / "config.json").exists():
+        raise DataError(f"'{p}' is a pretraining run without its encoder ({enc} is missing or incomplete); "
+                        "pretrain again.")
+    backbone = create_hf_text(str(enc), spec=f"run:{path}", source="run", pretrained=True, max_length=max_length,
+                              pooling=pooling)
+    data = info.get("data", {})
+    backbone.lineage = [{"run": str(p), "kind": PRETRAIN_KIND, "backbone": info.get("backbone"),
+                         "strategy": f"{info.get('objective')} pretraining", "objective": info.get("objective"),
+                         "steps": info.get("steps"),
+                         "train": data.get("path"), "data_fingerprint": data.get("fingerprint")}] + \
+        list(info.get("lineage", []))
     return backbone
 
 

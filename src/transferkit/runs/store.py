@@ -24,6 +24,8 @@ from ..engine.model import TransferModel
 from ..errors import ConfigError, DataError
 
 RUN_MARKER = "run.json"
+PRETRAIN_KIND = "pretrain"  # run.json "kind" of a pretraining run: an encoder (ENCODER_DIR, HF format), no classifier
+ENCODER_DIR = "encoder"
 
 
 def _json_default(o: Any) -> Any:
@@ -135,11 +137,29 @@ def rebuild_backbone(path: Path, config: FitConfig, meta: dict[str, Any]) -> Bac
     return b
 
 
+def read_info(path: str | Path) -> dict[str, Any] | None:
+    """A run directory's ``run.json`` (None when there is none or it is unreadable)."""
+    p = Path(path) / RUN_MARKER
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_pretrain_run(path: str | Path) -> bool:
+    info = read_info(path)
+    return isinstance(info, dict) and info.get("kind") == PRETRAIN_KIND
+
+
 def load_run(path: str | Path) -> LoadedRun:
-    """Load a complete run directory (refuses partial ones)."""
+    """Load a complete run directory (refuses partial ones, and pretraining runs: they hold no classifier)."""
     p = Path(path)
     if not p.is_dir():
         raise DataError(f"Run '{p}' does not exist (expected a directory written by `transferkit fit`).")
+    if is_pretrain_run(p):
+        raise DataError(f"'{p}' is a pretraining run (a masked-LM-adapted encoder, no classifier), so it cannot "
+                        f"predict or be evaluated. Use it as a backbone: transferkit fit --backbone run:{p.as_posix()} "
+                        "--train LABELLED ...")
     if not (p / RUN_MARKER).exists() or not (p / "model.safetensors").exists():
         raise DataError(f"'{p}' is not a complete run (no {RUN_MARKER} or model.safetensors); "
                         "it may be from an interrupted fit. Fit again.")
