@@ -38,12 +38,13 @@ def test_transfer_branch(k, margin, strategy):
 
 @pytest.mark.parametrize("modality,k,backbone,strategy", [
     ("image", 1, None, "classical"), ("image", 4, None, "classical"), ("image", 5, "scratch:cnn", "fine-tune"),
-    ("text", 5, "packaged:x", "hybrid"), ("text", 10000, "packaged:x", "hybrid"),
+    ("text", 5, "packaged:x", "contrastive"), ("text", MANY_LABELS - 1, "packaged:x", "contrastive"),
+    ("text", MANY_LABELS, "packaged:x", "hybrid"), ("text", 10000, "packaged:x", "hybrid"),
 ])
 def test_no_transfer_branch(modality, k, backbone, strategy):
     c = decide(ranking(modality, -0.2, 0.1), k)
     assert (c.backbone, c.strategy) == (backbone, strategy)
-    lead = "no clear transfer" if strategy == "hybrid" else "no transfer"
+    lead = "no clear transfer" if strategy in ("hybrid", "contrastive") else "no transfer"
     assert c.reason.startswith(f"{lead}: the classical baseline (pixels 8x8 + LR, logme 0.1000) ranks above")
     assert c.margin == pytest.approx(-0.3)
 
@@ -172,3 +173,12 @@ def test_cli_fit_auto_prints_the_choice_and_its_reason(spam_jsonl, tmp_path, cap
     assert rc == 0
     assert out.startswith("auto: no clear transfer")
     assert "hybrid on scratch:transformer: test macro_f1 = " in out
+
+
+def test_few_text_labels_choose_contrastive_only_for_a_pretrained_backbone():
+    scratch = [CandidateScore("scratch:transformer", -0.2, {"logme": -0.2}, 1.0, 64),
+               CandidateScore(BASELINE, 0.1, {"logme": 0.1}, 0.1, 64, True, "tfidf + LR")]
+    c = decide(Ranking("logme", tuple(sorted(scratch, key=lambda e: -e.score)), 100, 10, 8, "text"), 8)
+    assert (c.backbone, c.strategy) == ("scratch:transformer", "hybrid")
+    c = decide(ranking("text", -0.2, 0.1), 8)
+    assert c.fit_strategy == "contrastive" and "competes as epoch 0" in c.reason

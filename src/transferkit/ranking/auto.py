@@ -16,7 +16,11 @@ in any class. ``margin`` = LogME of the best backbone minus LogME of the classic
    baseline. For text (where TF-IDF is strong and a scratch Transformer needs far more data) the choice is the
    ``hybrid`` strategy on the best-ranked backbone: TF-IDF and the frozen embeddings in one linear model whose
    embedding weight is chosen on validation, with weight 0 (TF-IDF alone, i.e. the baseline) among the options.
-   So it can fall back to the baseline, and the run is a normal, loadable one.
+   So it can fall back to the baseline, and the run is a normal, loadable one. With few labels
+   (``k < MANY_LABELS``) and a pretrained backbone (not ``scratch:``) the choice is ``contrastive`` instead: it
+   tunes the encoder's top layers contrastively and then fits the same hybrid head, and the frozen encoder (i.e.
+   the ``hybrid`` result) competes on validation as epoch 0, so tuning is kept only where it wins on validation
+   (SpamAssassin, MiniLM, k = 8: mean test macro-F1 0.90 over seeds 0-4; seed 0: 0.86, the frozen hybrid 0.76).
 2. **How to transfer** the best backbone (``margin > 0``):
 
    * ``k < FEW_LABELS`` (5): ``lp-ft``: the linear probe is fitted first and competes as epoch 0, so fine-tuning is
@@ -51,7 +55,7 @@ DEFAULT_CANDIDATES = {
     "image": ("packaged:efficientnet_lite0", "packaged:efficientnet_lite1", "packaged:efficientnet_lite2"),
     "text": ("packaged:minilm-l6",),
 }
-AUTO_STRATEGIES = ("classical", "hybrid", "linear-probe", "lp-ft", "fine-tune", "frozen-k")
+AUTO_STRATEGIES = ("classical", "hybrid", "contrastive", "linear-probe", "lp-ft", "fine-tune", "frozen-k")
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class AutoChoice:
     ``freeze_fraction`` of them)."""
 
     backbone: str | None
-    strategy: str           # classical | hybrid | linear-probe | lp-ft | fine-tune | frozen-k
+    strategy: str           # classical | hybrid | contrastive | linear-probe | lp-ft | fine-tune | frozen-k
     reason: str
     labels_per_class: int
     margin: float | None
@@ -125,6 +129,14 @@ def decide(ranking: Ranking, labels_per_class: int | None = None, choose_backbon
               + (f" (best: `{best.spec}`, {m} {best.score:.4f}, margin {margin:+.3f})" if best else "")) \
             if base is not None and base.available else "no backbone could be scored"
         min_k = SCRATCH_MIN_K.get(ranking.modality)
+        if ranking.modality == "text" and best is not None and k < MANY_LABELS and not best.spec.startswith(
+                "scratch:"):
+            return AutoChoice(best.spec, "contrastive",
+                              f"no clear transfer: {vs}; with {k} labels per class (< {MANY_LABELS}) the "
+                              f"`contrastive` strategy tunes the top layers of `{best.spec}` on pairs of texts and "
+                              "fits the hybrid head (TF-IDF + embeddings, weight chosen on validation) after each "
+                              "epoch; the frozen encoder (the `hybrid` strategy's result) competes as epoch 0, so "
+                              "tuning is kept only if it wins on validation.", k, margin)
         if ranking.modality == "text" and best is not None:
             return AutoChoice(best.spec, "hybrid",
                               f"no clear transfer: {vs}; the `hybrid` strategy fits TF-IDF and `{best.spec}` "

@@ -34,6 +34,16 @@ STRATEGIES.register("hybrid", "text: TF-IDF 1-2 grams + frozen embeddings in one
     _fit_hybrid)
 
 
+def _fit_contrastive(ctx: FitContext) -> StrategyResult:
+    from .contrastive import fit_contrastive
+
+    return fit_contrastive(ctx)
+
+
+STRATEGIES.register("contrastive", "text, few labels: SetFit-style contrastive tuning of the encoder's top layers on "
+                    "all pairs of a batch, then the hybrid head; epochs chosen on validation")(_fit_contrastive)
+
+
 def _fit_auto(ctx: FitContext) -> StrategyResult:
     from .auto import fit_auto
 
@@ -59,6 +69,7 @@ TRAITS: dict[str, StrategyTraits] = {
     "classical": StrategyTraits(own_backbone=classical_spec),
     "linear-probe": StrategyTraits(frozen_features=True),
     "hybrid": StrategyTraits(frozen_features=True, modalities=("text",)),
+    "contrastive": StrategyTraits(modalities=("text",)),
     "auto": StrategyTraits(chooser=True),
 }
 

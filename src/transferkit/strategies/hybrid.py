@@ -81,12 +81,7 @@ def fit_hybrid_strategy(ctx):
     predicts like any other."""
     import time
 
-    import torch
-
-    from ..engine.lexical import LexicalBranch
-    from ..engine.model import TransferModel
     from ..errors import ConfigError
-    from .base import StrategyResult
 
     if ctx.train.is_image:
         raise ConfigError("Strategy 'hybrid' combines TF-IDF with embeddings and needs text data; "
@@ -96,8 +91,39 @@ def fit_hybrid_strategy(ctx):
     f_tr = ctx.cache.get_or_compute(ctx.backbone, ctx.train, bs, "extract train", progress=ctx.progress)
     f_va = ctx.cache.get_or_compute(ctx.backbone, ctx.val, bs, "extract val", progress=ctx.progress)
     t1 = time.perf_counter()
-    h = fit_hybrid(ctx.train.ds, f_tr, ctx.y_train, ctx.val.ds, f_va, ctx.y_val, ctx.task, ctx.n_out,
-                   ctx.config.seed, ctx.config.class_weights)
+
+    def test_features():
+        return ctx.cache.get_or_compute(ctx.backbone, ctx.test, bs, "extract test", progress=ctx.progress)
+
+    result = hybrid_result(ctx, f_tr, f_va, test_features)
+    for p in result.model.backbone.parameters():
+        p.requires_grad_(False)
+    result.details.update(extract_seconds=t1 - t0, fit_seconds=time.perf_counter() - t1,
+                          cache_hits=ctx.cache.hits, cache_misses=ctx.cache.misses)
+    return result
+
+
+def hybrid_result(ctx, f_tr: np.ndarray, f_va: np.ndarray, test_features=None, head: HybridModel | None = None):
+    """Fit the hybrid head on ``ctx``'s texts and the embeddings ``f_tr`` / ``f_va`` of ``ctx.backbone`` (frozen or
+    tuned: the ``contrastive`` strategy passes its tuned encoder's) and fold it into a ``TransferModel`` on that
+    backbone: the embedding block becomes the linear head, the TF-IDF block the lexical branch.
+
+    Args:
+        test_features: a callable giving the test embeddings (called only when ``ctx.test`` is set), so that the
+            result carries the test outputs too.
+        head: an already fitted head on these features (skips the fit).
+
+    Returns:
+        A ``StrategyResult`` with the model in eval mode, the head's details and its val (/ test) outputs.
+    """
+    import torch
+
+    from ..engine.lexical import LexicalBranch
+    from ..engine.model import TransferModel
+    from .base import StrategyResult
+
+    h = head or fit_hybrid(ctx.train.ds, f_tr, ctx.y_train, ctx.val.ds, f_va, ctx.y_val, ctx.task, ctx.n_out,
+                           ctx.config.seed, ctx.config.class_weights)
     v = len(h.vectorizer.vocabulary_)
     coef, icpt = full_coef(h.model, ctx.task, ctx.n_out)
     # embedding block: logits += (w / sqrt(d)) * ((f - center) / scale) @ C_e.T  -> one nn.Linear on f
@@ -105,17 +131,12 @@ def fit_hybrid_strategy(ctx):
     center, scale = h.scaler.mean_, h.scaler.scale_
     ce = coef[:, v:] * (h.weight / np.sqrt(d)) / scale
     model = TransferModel(ctx.backbone, ctx.n_out, "linear")
-    for p in model.backbone.parameters():
-        p.requires_grad_(False)
     lin = model.final_linear()
     with torch.no_grad():
         lin.weight.copy_(torch.as_tensor(ce, dtype=torch.float32))
         lin.bias.copy_(torch.as_tensor(icpt - ce @ center, dtype=torch.float32))
     model.lexical = LexicalBranch.from_vectorizer(h.vectorizer, coef[:, :v])  # runs inside model.forward
     outputs = {"val": h.outputs(ctx.val.ds, f_va).astype(np.float32)}
-    if ctx.test is not None:
-        f_te = ctx.cache.get_or_compute(ctx.backbone, ctx.test, bs, "extract test", progress=ctx.progress)
-        outputs["test"] = h.outputs(ctx.test.ds, f_te).astype(np.float32)
-    details = dict(h.details, extract_seconds=t1 - t0, fit_seconds=time.perf_counter() - t1,
-                   cache_hits=ctx.cache.hits, cache_misses=ctx.cache.misses)
-    return StrategyResult(model.eval(), None, details, outputs)
+    if ctx.test is not None and test_features is not None:
+        outputs["test"] = h.outputs(ctx.test.ds, test_features()).astype(np.float32)
+    return StrategyResult(model.eval(), None, dict(h.details), outputs)
