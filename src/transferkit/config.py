@@ -108,6 +108,8 @@ class TrainConfig(YamlConfig):
     min_steps: int = setting(100, "small data: repeat passes within each epoch until training has at least this "
                                   "many optimiser steps (0: exactly --epochs passes)")
     label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy")
+    length_buckets: bool = setting(True, "text: batch texts of similar length together (less padding, faster); "
+                                         "--no-length-buckets draws batches uniformly at random")
     precision: str = setting("fp32", "training arithmetic: fp32 | bf16 (CPU autocast; about 2x faster on CPUs with "
                                      "native bf16) | fp16 (CUDA, with a gradient scaler)")
     device: str = setting("cpu", "where training runs: cpu | cuda | auto (cuda when available)")

@@ -213,3 +213,25 @@ def test_text_fine_tune_with_frozen_embeddings(spam_records):
         assert any(not torch.equal(before[n], after[n]) for n in g)
     assert r.labels["classes"] == ["ham", "spam"]
     assert 0.0 <= r.metrics["macro_f1"] <= 1.0 and r.metrics["n"] > 0
+
+
+def test_length_buckets_setting_changes_text_batches_only_in_grouping():
+    """Bucketed text batches hold similar lengths; unbucketed ones are uniform draws; both cover every row once."""
+    import numpy as np
+
+    from transferkit.backbones import create_backbone
+    from transferkit.data import from_arrays
+    from transferkit.engine.loop import EpochPlan
+    from transferkit.features.inputs import Inputs
+
+    rng = np.random.default_rng(0)
+    texts = [" ".join(["w"] * int(n)) for n in rng.integers(1, 60, size=96)]
+    bb = create_backbone("scratch:transformer", max_length=64, seed=0)
+    inputs = Inputs(from_arrays(texts, np.arange(96) % 2), bb)
+    lens = inputs.lengths()
+    spread = {}
+    for buckets in (True, False):
+        batches = EpochPlan(inputs, 16, 1, seed=3, buckets=buckets).epoch(1)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(96))
+        spread[buckets] = np.mean([lens[b].max() - lens[b].min() for b in batches])
+    assert spread[True] < spread[False] / 3

@@ -126,12 +126,13 @@ class EpochPlan:
     """Each epoch's batches: ``passes`` shuffled passes, drawn from a generator seeded by (seed, epoch), so
     any epoch's order can be rebuilt after a crash."""
 
-    def __init__(self, inputs: Inputs, batch_size: int, passes: int, seed: int) -> None:
-        self.inputs, self.batch_size, self.passes, self.seed = inputs, batch_size, passes, seed
+    def __init__(self, inputs: Inputs, batch_size: int, passes: int, seed: int, buckets: bool = True) -> None:
+        self.inputs, self.batch_size, self.passes, self.seed, self.buckets = inputs, batch_size, passes, seed, buckets
 
     def epoch(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
-        return [b for _ in range(self.passes) for b in self.inputs.order(self.batch_size, shuffle=True, rng=rng)]
+        return [b for _ in range(self.passes)
+                for b in self.inputs.order(self.batch_size, shuffle=True, rng=rng, buckets=self.buckets)]
 
 
 class SupervisedObjective:
@@ -181,7 +182,8 @@ def train_model(model: TransferModel, train: Inputs, y_train: np.ndarray, val: I
         callbacks.append(TensorBoard(log_dir))
     if checkpoint is not None:
         callbacks.append(Checkpoint(checkpoint.root, checkpoint.every, checkpoint.resume, checkpoint.fingerprint))
-    trainer = Trainer(model, SupervisedObjective(spec, s.label_smoothing), EpochPlan(train, s.batch_size, passes, seed),
+    plan = EpochPlan(train, s.batch_size, passes, seed, s.length_buckets)
+    trainer = Trainer(model, SupervisedObjective(spec, s.label_smoothing), plan,
                       lambda idx: (train.batch(idx), ytr[torch.as_tensor(idx)]), groups, epochs=s.epochs, lr=s.lr,
                       weight_decay=s.weight_decay, grad_clip=s.grad_clip, accumulate=s.accumulate,
                       schedule=warmup_cosine(s.warmup), callbacks=callbacks,

@@ -61,11 +61,13 @@ class Inputs:
             batch["texts"] = [self.ds.inputs[i] for i in idx]
         return batch
 
-    def order(self, batch_size: int, shuffle: bool, rng: np.random.Generator | None = None) -> list[np.ndarray]:
-        """Batches of indices. Text is length-bucketed (sorted within chunks of 50 batches) to cut padding."""
+    def order(self, batch_size: int, shuffle: bool, rng: np.random.Generator | None = None,
+              buckets: bool = True) -> list[np.ndarray]:
+        """Batches of indices. Text is length-bucketed (sorted within chunks of 50 batches) to cut padding, unless
+        ``buckets`` is False (shuffled batches only)."""
         n = len(self)
         idx = rng.permutation(n) if shuffle and rng is not None else np.arange(n)
-        if self.ids is not None:
+        if self.ids is not None and (buckets or not shuffle):
             lens = self.lengths()
             if shuffle:
                 chunk = batch_size * 50
