@@ -26,9 +26,9 @@ def tk_image(quick: bool, threads: int, name: str, seed: int = 0, overrides: dic
     X, y, vmax = d["X"], d["y"], d["value_max"]
     part = {k: from_arrays(X[d[k]], y[d[k]], value_max=vmax) for k in ("train", "val", "test")}
     ep = _epochs(name, quick)
-    cfg = FitConfig.from_dict(dict(backbone="packaged:efficientnet_lite0", strategy="fine-tune", image_size=SIZE, epochs=ep,
+    cfg = FitConfig.from_dict({**dict(backbone="packaged:efficientnet_lite0", strategy="fine-tune", image_size=SIZE, epochs=ep,
                     batch_size=IMG["batch"], lr=IMG["lr"], weight_decay=IMG["weight_decay"], warmup=IMG["warmup"],
-                    min_steps=0, patience=ep, seed=seed, num_threads=threads, **(overrides or {})))
+                    min_steps=0, patience=ep, seed=seed, num_threads=threads), **(overrides or {})})
     with Timer() as t, tempfile.TemporaryDirectory() as tmp:
         r = fit(cfg, train=part["train"], val=part["val"], test=part["test"], save=False, progress=False,
                 cache=FeatureCache(tmp))

@@ -31,10 +31,10 @@ def tk_finetune(quick: bool, threads: int, seed: int = 0, overrides: dict | None
     tr = finetune_subset(d, _n_train(quick), seed)
     part = {k: from_arrays([d["texts"][i] for i in idx], d["y"][idx]) for k, idx in
             (("train", tr), ("val", d["val"]), ("test", d["test"]))}
-    cfg = FitConfig.from_dict(dict(backbone="packaged:minilm-l6", strategy="fine-tune", max_length=MAX_LENGTH,
+    cfg = FitConfig.from_dict({**dict(backbone="packaged:minilm-l6", strategy="fine-tune", max_length=MAX_LENGTH,
                     batch_size=FT["batch"], epochs=FT["epochs"], lr=FT["lr"], warmup=FT["warmup"],
                     weight_decay=FT["weight_decay"], layer_decay=FT["layer_decay"], min_steps=0, seed=seed,
-                    num_threads=threads, precision=precision, **(overrides or {})))
+                    num_threads=threads, precision=precision), **(overrides or {})})
     import tempfile
 
     with Timer() as t, tempfile.TemporaryDirectory() as tmp:

@@ -85,6 +85,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds; each job runs once per seed")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse a finished (job, seed) record already in the output folder instead of re-running it")
+    ap.add_argument("--reuse-only", action="store_true",
+                    help="with --reuse: build the table from the finished records only and run nothing (a missing "
+                         "(job, seed) is left out and the table says how many seeds each row has)")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     ap.add_argument("--merge", action="store_true",
                     help="keep the last run's results for jobs not run now (the table then mixes runs: it says so)")
@@ -118,6 +121,12 @@ def main() -> None:
     results: dict[str, dict[str, dict]] = {n: {} for n in names}
     for seed in seeds:  # seed-major: both sides of a pair run back to back, once per seed
         for n in names:
+            if a.reuse_only:
+                p = out_dir / f"{n}@{seed}.json"
+                rec = json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+                if rec and rec.get("ok") and "wall_s" in rec:
+                    results[n][str(seed)] = rec
+                continue
             results[n][str(seed)] = run_job(n, a.quick, a.threads, out_dir, seed, a.reuse)
     meta.update(total_s=time.perf_counter() - t0, load_end=os.getloadavg())
     saved_path = out_dir / "results.json"
