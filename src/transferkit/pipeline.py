@@ -14,7 +14,7 @@ import torch
 
 from .backbones import create_backbone, parse_spec
 from .backbones.recipes import resolve_training
-from .config import RUN_PLACEMENT, FitConfig, refuse_changed_settings
+from .config import RUN_PLACEMENT, FitConfig
 from .data import Columns, Dataset, LabelMap, load_path, stratified_split
 from .engine.loop import CheckpointSpec
 from .engine.model import TransferModel
@@ -131,11 +131,7 @@ def fit(config: FitConfig, train: Dataset | None = None, val: Dataset | None = N
     from .runs.lifecycle import start_run
 
     with start_run(c.runs_dir, name, overwrite=c.overwrite, resume=resume) as run:
-        if resume:
-            refuse_changed_settings(FitConfig.from_yaml(run.checkpoints / RESUME_CONFIG).to_dict(), c.to_dict())
-        else:
-            run.checkpoints.mkdir()
-            (run.checkpoints / RESUME_CONFIG).write_text(c.to_yaml(), encoding="utf-8")
+        run.pin_config(c, RESUME_CONFIG)
         result = _fit(c, run, train, val, test, progress, cache)
     result.run_dir = run.final
     return result
@@ -148,13 +144,9 @@ def _fingerprint(c: FitConfig) -> dict[str, Any]:
 
 def saved_config(run_path: str | Path) -> FitConfig:
     """The config an interrupted run at ``run_path`` (``runs/NAME``) was started with."""
-    from .runs.lifecycle import CHECKPOINT_DIR, partial_dir
+    from .runs.lifecycle import requested_config
 
-    p = partial_dir(Path(run_path)) / CHECKPOINT_DIR / RESUME_CONFIG
-    if not p.exists():
-        raise DataError(f"Nothing to resume at '{run_path}': no interrupted run with a checkpoint there "
-                        f"({p.parent.parent} holds none). Start it with `transferkit fit`.")
-    return FitConfig.from_yaml(p)
+    return requested_config(run_path, FitConfig, RESUME_CONFIG, "fit")
 
 
 def _fit(c: FitConfig, run: Any, train: Dataset | None, val: Dataset | None, test: Dataset | None,

@@ -22,7 +22,6 @@ from ..evaluation.metrics import classification_metrics
 from ..features.inputs import Inputs
 from .a_distance import proxy_a_distance
 from .adabn import require_batchnorm
-from ..config import refuse_changed_settings
 from .config import AdaptConfig
 from .features import FeatureBottleneck
 from .methods import MethodContext, build_components, parse_method
@@ -123,12 +122,7 @@ def adapt(config: AdaptConfig, source: Dataset | None = None, target: Dataset | 
 
     with start_run(c.runs_dir, name, overwrite=c.overwrite, resume=resume, log_file="adapt.log",
                    verb="adapt") as run:
-        saved = run.checkpoints / RESUME_CONFIG
-        if resume:
-            refuse_changed_settings(AdaptConfig.from_yaml(saved).to_dict(), c.to_dict())
-        else:
-            run.checkpoints.mkdir()
-            saved.write_text(c.to_yaml(), encoding="utf-8")
+        run.pin_config(c, RESUME_CONFIG)
         result = _adapt(c, run, source, target, target_test, progress, baseline, cache)
     result.run_dir = run.final
     return result

@@ -31,15 +31,11 @@ def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         from ..adapt.api import RESUME_CONFIG
-        from ..errors import DataError
-        from ..runs.lifecycle import CHECKPOINT_DIR, partial_dir
+        from ..runs.lifecycle import requested_config
 
         p = Path(args.resume)
-        saved = partial_dir(p) / CHECKPOINT_DIR / RESUME_CONFIG
-        if not saved.exists():
-            raise DataError(f"Nothing to resume at '{p}': no interrupted adapt run with checkpoints there. "
-                            "Start it with `transferkit adapt`.")
-        base = {**AdaptConfig.from_yaml(saved).to_dict(), **base, "runs_dir": str(p.parent), "name": p.name}
+        saved = requested_config(p, AdaptConfig, RESUME_CONFIG, "adapt")
+        base = {**saved.to_dict(), **base, "runs_dir": str(p.parent), "name": p.name}
     if "backbone" in values:
         base.pop("run", None)
     if "run" in values:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..backbones import create_backbone
 from ..backbones.hf import HFTextBackbone
-from ..config import RUN_PLACEMENT, refuse_changed_settings
+from ..config import RUN_PLACEMENT
 from ..data import Dataset
 from ..errors import ConfigError, DataError
 from .config import PretrainConfig
@@ -30,13 +30,9 @@ class PretrainResult:
 
 def saved_config(run_path: str | Path) -> PretrainConfig:
     """The config an interrupted pretraining run at ``run_path`` (``runs/NAME``) was started with."""
-    from ..runs.lifecycle import CHECKPOINT_DIR, partial_dir
+    from ..runs.lifecycle import requested_config
 
-    p = partial_dir(Path(run_path)) / CHECKPOINT_DIR / RESUME_CONFIG
-    if not p.exists():
-        raise DataError(f"Nothing to resume at '{run_path}': no interrupted pretraining run with a checkpoint there "
-                        f"({p.parent.parent} holds none). Start it with `transferkit pretrain`.")
-    return PretrainConfig.from_yaml(p)
+    return requested_config(run_path, PretrainConfig, RESUME_CONFIG, "pretrain")
 
 
 def pretrain(config: PretrainConfig, data: Dataset | None = None, progress: bool = True, save: bool = True,
@@ -65,12 +61,7 @@ def pretrain(config: PretrainConfig, data: Dataset | None = None, progress: bool
 
     with start_run(c.runs_dir, name, overwrite=c.overwrite, resume=resume, log_file="pretrain.log",
                    verb="pretrain") as run:
-        saved = run.checkpoints / RESUME_CONFIG
-        if resume:
-            refuse_changed_settings(PretrainConfig.from_yaml(saved).to_dict(), c.to_dict())
-        else:
-            run.checkpoints.mkdir()
-            saved.write_text(c.to_yaml(), encoding="utf-8")
+        run.pin_config(c, RESUME_CONFIG)
         result = _pretrain(c, run, data, progress)
     result.run_dir = run.final
     return result

@@ -81,6 +81,27 @@ class RunHandle:
     def resume_hint(self) -> str:
         return resume_command(self.final, self.verb)
 
+    def pin_config(self, config: Any, filename: str) -> None:
+        """Keep the requested config (a ``YamlConfig``) beside the checkpoints on a first start; on a resume,
+        refuse settings that differ from the ones the run was started with (one line naming the keys)."""
+        from ..config import refuse_changed_settings
+
+        saved = self.checkpoints / filename
+        if self.resumed:
+            refuse_changed_settings(type(config).from_yaml(saved).to_dict(), config.to_dict())
+        else:
+            self.checkpoints.mkdir()
+            saved.write_text(config.to_yaml(), encoding="utf-8")
+
+
+def requested_config(run_path: str | Path, cls: type, filename: str, verb: str) -> Any:
+    """The config (of type ``cls``) an interrupted run at ``run_path`` was started with (see ``pin_config``)."""
+    p = partial_dir(Path(run_path)) / CHECKPOINT_DIR / filename
+    if not p.exists():
+        raise DataError(f"Nothing to resume at '{run_path}': no interrupted {verb} run with a checkpoint there "
+                        f"({p.parent.parent} holds none). Start it with `transferkit {verb}`.")
+    return cls.from_yaml(p)
+
 
 @contextmanager
 def start_run(runs_dir: str | Path, name: str, *, overwrite: bool = False, resume: bool = False,
