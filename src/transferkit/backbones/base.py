@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 Modality = Literal["image", "text"]
 
 
@@ -147,3 +149,20 @@ def as_uint8_images(arr: np.ndarray, value_max: float) -> torch.Tensor:
     elif t.shape[1] == 4:
         t = t[:, :3]
     return t.contiguous()
+
+
+def unknown_model(source: str, name: str, choices: list[str], listing: str) -> ConfigError:
+    """The error for a model name its source does not know, with the closest names it does."""
+    import difflib
+
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    hint = f" Closest: {', '.join(close)}." if close else ""
+    return ConfigError(f"Unknown {source} model '{name}' (backbone {source}:{name}).{hint} All names: {listing}.")
+
+
+def download_failed(spec: str, err: BaseException) -> ConfigError:
+    """The error for pretrained weights that could not be fetched (offline, no cache, or a wrong hub id)."""
+    first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+    return ConfigError(f"Cannot get the pretrained weights of '{spec}' ({type(err).__name__}: {first}). Check the "
+                       "connection or the local cache, or use an offline backbone such as packaged:efficientnet_lite0 "
+                       "(see `transferkit info`).")

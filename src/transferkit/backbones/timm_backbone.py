@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Backbone, BackboneMeta, ImagePreprocessor
+from .base import Backbone, BackboneMeta, ImagePreprocessor, download_failed, unknown_model
 
 
 def _group_patterns_from_timm(model: nn.Module) -> list[str]:
@@ -67,6 +67,11 @@ def create_timm(name: str, pretrained: bool = True, image_size: int | None = Non
     """timm:NAME, e.g. timm:resnet18 (downloads weights from the Hugging Face hub when pretrained)."""
     import timm
 
-    model = timm.create_model(name, pretrained=pretrained)
+    if not timm.is_model(name):
+        raise unknown_model("timm", name, timm.list_models(), "timm.list_models()")
+    try:
+        model = timm.create_model(name, pretrained=pretrained)
+    except (OSError, RuntimeError) as e:  # hub download (offline, no cache), or a tag without weights
+        raise download_failed(f"timm:{name}", e) from None
     return TimmBackbone(model, f"timm:{name}", "timm", pretrained, image_size)
 

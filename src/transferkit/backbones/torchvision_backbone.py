@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import Backbone, BackboneMeta, ImagePreprocessor, groups_from_sequence
+from .base import Backbone, BackboneMeta, ImagePreprocessor, download_failed, groups_from_sequence, unknown_model
 
 
 def _split_head(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -67,8 +67,12 @@ def create_torchvision(name: str, pretrained: bool = True, image_size: int | Non
     try:
         weights = torchvision.models.get_model_weights(name).DEFAULT
     except (ValueError, KeyError):
-        raise ConfigError(f"Unknown torchvision model '{name}'. See torchvision.models.list_models().") from None
-    model = torchvision.models.get_model(name, weights=weights if pretrained else None)
+        raise unknown_model("torchvision", name, torchvision.models.list_models(),
+                            "torchvision.models.list_models()") from None
+    try:
+        model = torchvision.models.get_model(name, weights=weights if pretrained else None)
+    except (OSError, RuntimeError) as e:  # weights download (offline), or a damaged cached file
+        raise download_failed(f"torchvision:{name}", e) from None
     t = weights.transforms()
     native = int(t.crop_size[0]) if hasattr(t, "crop_size") else 224
     return TorchvisionBackbone(model, name, pretrained, image_size, tuple(t.mean), tuple(t.std), native)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from ..errors import ConfigError, TrainingInterrupted, TransferkitError
 
@@ -17,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-ORDER = ("fit", "evaluate", "predict", "compare", "rank", "adapt", "pretrain", "features", "demo", "info")
+ORDER = ("fit", "evaluate", "predict", "compare", "rank", "adapt", "pretrain", "features", "runs", "demo", "info")
 
 
 def commands() -> dict:
@@ -39,6 +40,28 @@ def commands() -> dict:
     return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(ORDER)), kv[0])))
 
 
+@contextmanager
+def libraries_silenced(quiet: bool) -> Iterator[None]:
+    """With ``--quiet``, also the progress bars that libraries draw themselves (the transformers weight loader,
+    hub downloads) stay off; restored afterwards, so the Python API in the same process is unaffected."""
+    if not quiet:
+        yield
+        return
+    import huggingface_hub.utils as hub
+    from transformers.utils import logging as hf_logging
+
+    was_hf, was_hub = hf_logging.is_progress_bar_enabled(), not hub.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    hub.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_hf:
+            hf_logging.enable_progress_bar()
+        if was_hub:
+            hub.enable_progress_bars()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -46,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # argparse already printed a one-line usage error
         return int(e.code or 0)
     try:
-        return commands()[args.command].run(args)
+        with libraries_silenced(args.quiet):
+            return commands()[args.command].run(args)
     except TrainingInterrupted as e:
         print(f"transferkit: {e}", file=sys.stderr)
         return e.exit_code

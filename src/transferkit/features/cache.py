@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -14,6 +15,8 @@ from .extract import extract_features
 from .identity import default_cache_dir, weights_hash
 from .inputs import Inputs
 from .runtimes import engine_identity, get_runtime
+
+log = logging.getLogger("transferkit")
 
 
 class FeatureCache:
@@ -45,16 +48,28 @@ class FeatureCache:
                 if feats.shape[0] == len(inputs):
                     self.hits += 1
                     return feats
-            except (OSError, ValueError):
-                pass  # a corrupt entry is recomputed and replaced
+            except (OSError, ValueError, EOFError):
+                pass  # a corrupt or truncated entry is recomputed and replaced
         self.misses += 1
         run = get_runtime(backbone, engine, source_logits)
         feats = extract_features(backbone, inputs, batch_size, desc, source_logits, progress, engine=run)
         self.engine_records.append(run.record())
         if path is not None:
+            self._store(path, feats)
+        return feats
+
+    @staticmethod
+    def _store(path: Path, feats: np.ndarray) -> None:
+        """Write an entry atomically (a private temp file renamed into place, so concurrent writers of one entry
+        each replace it whole). A failed write (full disk, read-only cache) only costs the cache: a warning."""
+        tmp = None
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
             with os.fdopen(fd, "wb") as f:
                 np.save(f, feats, allow_pickle=False)
             os.replace(tmp, path)
-        return feats
+        except OSError as e:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            log.warning("feature cache entry %s not written (%s); features are kept in memory only", path, e)

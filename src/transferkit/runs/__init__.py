@@ -1,4 +1,4 @@
 """Run directories: atomic writing, safe loading, lineage."""
-from .store import LoadedRun, RunWriter, load_run
+from .store import LoadedRun, load_run
 
-__all__ = ["LoadedRun", "RunWriter", "load_run"]
+__all__ = ["LoadedRun", "load_run"]

@@ -8,6 +8,8 @@ failed run leaves nothing behind.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -21,6 +23,7 @@ from typing import Any
 
 from ..engine.checkpoint import checkpoint_summary, write_json_atomic
 from ..errors import ConfigError, DataError
+from .integrity import seal
 
 log = logging.getLogger("transferkit")
 OWNER = ".owner.json"
@@ -32,7 +35,7 @@ def partial_dir(final: Path) -> Path:
     return final.parent / f".{final.name}.partial"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -42,7 +45,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _owner(tmp: Path) -> int | None:
+def owner_pid(tmp: Path) -> int | None:
     try:
         return int(json.loads((tmp / OWNER).read_text(encoding="utf-8"))["pid"])
     except (OSError, ValueError, KeyError, json.JSONDecodeError):
@@ -106,53 +109,62 @@ def requested_config(run_path: str | Path, cls: type, filename: str, verb: str) 
 @contextmanager
 def start_run(runs_dir: str | Path, name: str, *, overwrite: bool = False, resume: bool = False,
               log_file: str = "fit.log", verb: str = "fit") -> Iterator[RunHandle]:
-    """Own the partial folder, the log file handler, the commit and the abort of one run.
+    """Own the run's lock, the partial folder, the log file handler, the commit (with the integrity manifest, see
+    :mod:`.integrity`) and the abort of one run.
 
     Raises:
         ConfigError: the run exists (and no ``overwrite``), another process is writing it, or a resumable
             interrupted run of that name exists (and neither ``resume`` nor ``overwrite``).
-        DataError: ``resume`` but there is nothing to resume.
+        DataError: ``resume`` but there is nothing to resume; the disk is full or not writable.
     """
     final = Path(runs_dir) / name
     tmp = partial_dir(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    pid = _owner(tmp) if tmp.is_dir() else None
-    if pid is not None and pid != os.getpid() and _alive(pid):
-        raise ConfigError(f"Run '{final}' is being written by process {pid} ({tmp}); wait for it or pick another "
-                          "--name.")
+    with _disk_errors(final), _writer_lock(final):
+        _prepare(final, tmp, overwrite, resume, verb)
+        write_json_atomic(tmp / OWNER, {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        handler = logging.FileHandler(tmp / log_file, mode="a", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        run = RunHandle(final, tmp, resume, verb)
+        try:
+            yield run
+            _close(handler)
+            shutil.rmtree(run.checkpoints, ignore_errors=True)
+            (tmp / OWNER).unlink(missing_ok=True)
+            seal(tmp)
+        except BaseException:
+            _close(handler)
+            if (tmp / CHECKPOINT_DIR).exists() and resumable(final) is not None:
+                (tmp / OWNER).unlink(missing_ok=True)  # kept, so that it can be resumed
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _commit(final, tmp)
+
+
+def _prepare(final: Path, tmp: Path, overwrite: bool, resume: bool, verb: str) -> dict[str, Any] | None:
+    """Check what is at ``final`` and its partial folder against the request; make a fresh partial folder."""
     ck = resumable(final)
     if resume:
         if ck is None:
             raise DataError(f"Nothing to resume at '{final}': no interrupted run with a checkpoint ({tmp} "
                             f"{'has no checkpoint' if tmp.is_dir() else 'does not exist'}). Start it with "
                             f"`transferkit {verb}`.")
-    else:
-        if final.exists() and not overwrite:
-            raise ConfigError(f"Run '{final}' already exists. Pick another --name or pass --overwrite.")
-        if ck is not None and not overwrite:
-            raise ConfigError(f"A resumable {verb} of '{name}' exists (stopped at {ck['where']}). Resume it with "
-                              f"`{resume_command(final, verb)}`, or pass --overwrite to start over.")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-    write_json_atomic(tmp / OWNER, {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    handler = logging.FileHandler(tmp / log_file, mode="a", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    run = RunHandle(final, tmp, resume, verb)
-    try:
-        yield run
-    except BaseException:
-        _close(handler)
-        if (tmp / CHECKPOINT_DIR).exists() and resumable(final) is not None:
-            (tmp / OWNER).unlink(missing_ok=True)  # kept, so that it can be resumed
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _close(handler)
-    shutil.rmtree(run.checkpoints, ignore_errors=True)
-    (tmp / OWNER).unlink(missing_ok=True)
+        return ck
+    if final.exists() and not overwrite:
+        raise ConfigError(f"Run '{final}' already exists. Pick another --name or pass --overwrite.")
+    if ck is not None and not overwrite:
+        raise ConfigError(f"A resumable {verb} of '{final.name}' exists (stopped at {ck['where']}). Resume it with "
+                          f"`{resume_command(final, verb)}`, or pass --overwrite to start over.")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return ck
+
+
+def _commit(final: Path, tmp: Path) -> None:
+    """Rename the finished partial folder into place (an existing run is swapped out, then removed)."""
     if final.exists():
         trash = final.parent / f".{final.name}.old-{os.getpid()}"
         os.replace(final, trash)
@@ -160,6 +172,62 @@ def start_run(runs_dir: str | Path, name: str, *, overwrite: bool = False, resum
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+def lock_path(final: Path) -> Path:
+    return final.parent / f".{final.name}.lock"
+
+
+@contextmanager
+def _writer_lock(final: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``runs/.NAME.lock`` for the whole write: a second writer of the same run name
+    fails at once with a clear error. The kernel drops the lock when its process dies, so it never goes stale."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = lock_path(final)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid = owner_pid(partial_dir(final))
+            who = f"process {pid}" if pid is not None else "another process"
+            raise ConfigError(f"Run '{final}' is being written by {who}; wait for it to finish or pick another "
+                              "--name.") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino  # not a lock file another writer just removed
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        finally:
+            os.close(fd)
+
+
+DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
+
+
+@contextmanager
+def _disk_errors(final: Path) -> Iterator[None]:
+    """A full, read-only or forbidden disk while writing a run: one line naming the run (the partial folder is
+    already removed, an earlier run of that name is untouched)."""
+    try:
+        yield
+    except OSError as e:
+        inside = e.filename is not None and Path(str(e.filename)).resolve().is_relative_to(final.parent.resolve())
+        if e.errno not in DISK_ERRORS or (e.errno == errno.EACCES and not inside):
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        raise DataError(f"Cannot write run '{final}': {DISK_ERRORS[e.errno]}{where}. Nothing was written and any "
+                        "earlier run of that name is unchanged; free space (or fix the permissions) and run "
+                        "again.") from None
 
 
 def _close(handler: logging.Handler) -> None:

@@ -16,7 +16,8 @@ from torch import nn
 
 from ..backbones.base import Backbone
 from ..errors import DataError
-from .store import ENCODER_DIR, PRETRAIN_KIND, is_pretrain_run, load_run, read_info
+from .integrity import read_run_json, verify
+from .store import ENCODER_DIR, PRETRAIN_KIND, is_pretrain_run, load_run
 
 
 class ParentHead:
@@ -56,7 +57,8 @@ def _from_pretrain_run(path: str, max_length: int | None, pooling: str) -> Backb
     from ..backbones.hf import create_hf_text
 
     p = Path(path)
-    info = read_info(p) or {}
+    info = read_run_json(p)
+    verify(p, info)
     enc = p / info.get("encoder", ENCODER_DIR)
     if not (enc / "config.json").exists():
         raise DataError(f"'{p}' is a pretraining run without its encoder ({enc} is missing or incomplete); "

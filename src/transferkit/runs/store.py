@@ -5,7 +5,6 @@ import dataclasses
 import json
 import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from ..backbones import create_backbone
@@ -21,7 +21,8 @@ from ..baselines.tfidf import load_vocabularies, read_vocabulary, save_vocabular
 from ..config import FitConfig
 from ..data.labels import LabelMap
 from ..engine.model import TransferModel
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, TransferkitError
+from .integrity import read_run_json, verify
 
 RUN_MARKER = "run.json"
 PRETRAIN_KIND = "pretrain"  # run.json "kind" of a pretraining run: an encoder (ENCODER_DIR, HF format), no classifier
@@ -54,38 +55,6 @@ def environment() -> dict[str, str]:
     return {"transferkit": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "timm": timm.__version__, "transformers": transformers.__version__, "sklearn": sklearn.__version__,
             "numpy": np.__version__, "platform": platform.platform(), "threads": str(torch.get_num_threads())}
-
-
-class RunWriter:
-    """Collects a run in ``runs/.NAME.partial-PID`` and renames it to ``runs/NAME`` only when complete."""
-
-    def __init__(self, runs_dir: str | Path, name: str, overwrite: bool = False) -> None:
-        self.final = Path(runs_dir) / name
-        if self.final.exists() and not overwrite:
-            raise ConfigError(f"Run '{self.final}' already exists. Pick another --name or pass --overwrite.")
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.final.parent / f".{name}.partial-{os.getpid()}"
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        self.tmp.mkdir()
-        self.overwrite = overwrite
-
-    @property
-    def dir(self) -> Path:
-        return self.tmp
-
-    def commit(self) -> Path:
-        if self.final.exists():
-            trash = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
-            os.replace(self.final, trash)
-            os.replace(self.tmp, self.final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.final)
-        return self.final
-
-    def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def save_model_files(directory: Path, model: TransferModel, config: FitConfig, labels: dict[str, Any]) -> None:
@@ -142,7 +111,7 @@ def read_info(path: str | Path) -> dict[str, Any] | None:
     p = Path(path) / RUN_MARKER
     try:
         return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
 
 
@@ -151,8 +120,48 @@ def is_pretrain_run(path: str | Path) -> bool:
     return isinstance(info, dict) and info.get("kind") == PRETRAIN_KIND
 
 
+def _damaged(p: Path, what: str) -> DataError:
+    return DataError(f"Run file '{p}' is damaged ({what}). Restore the run folder from a backup or fit again.")
+
+
+def read_run_file(p: Path) -> Any:
+    """One JSON file of a run, or a one-line error naming it."""
+    if not p.is_file():
+        raise DataError(f"Run file '{p}' is missing; the run folder is incomplete. Restore it from a backup or "
+                        "fit again.")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _damaged(p, f"not valid JSON: {e}") from None
+
+
+def _load_weights(model: TransferModel, p: Path) -> None:
+    try:
+        load_model(model, str(p), strict=True)
+    except SafetensorError as e:
+        raise _damaged(p, f"not a readable safetensors file: {e}") from None
+    except RuntimeError as e:  # tensors of other names or shapes than the run's architecture
+        raise _damaged(p, f"its tensors do not fit the run's model: {str(e).splitlines()[0][:200]}") from None
+
+
+def _rebuild_model(p: Path, config: FitConfig, meta: dict[str, Any], labels: dict[str, Any],
+                   info: dict[str, Any]) -> TransferModel:
+    """The run's architecture (no weights yet) from its JSON/YAML files."""
+    backbone = rebuild_backbone(p, config, meta)
+    n_out = len(labels["classes"]) if "classes" in labels else 1
+    model = TransferModel(backbone, n_out, info.get("head", config.head))
+    lexical = read_vocabulary(p, "lexical")  # a hybrid run's TF-IDF branch
+    if lexical is not None:
+        from ..engine.lexical import LexicalBranch
+
+        model.lexical = LexicalBranch(len(lexical), n_out)
+    load_vocabularies(model, p)
+    return model
+
+
 def load_run(path: str | Path) -> LoadedRun:
-    """Load a complete run directory (refuses partial ones, and pretraining runs: they hold no classifier)."""
+    """Load a complete run directory after checking its files against ``run.json``'s SHA-256 manifest (refuses
+    partial and damaged ones, and pretraining runs: they hold no classifier). Nothing is unpickled."""
     p = Path(path)
     if not p.is_dir():
         raise DataError(f"Run '{p}' does not exist (expected a directory written by `transferkit fit`).")
@@ -160,24 +169,27 @@ def load_run(path: str | Path) -> LoadedRun:
         raise DataError(f"'{p}' is a pretraining run (a masked-LM-adapted encoder, no classifier), so it cannot "
                         f"predict or be evaluated. Use it as a backbone: transferkit fit --backbone run:{p.as_posix()} "
                         "--train LABELLED ...")
-    if not (p / RUN_MARKER).exists() or not (p / "model.safetensors").exists():
-        raise DataError(f"'{p}' is not a complete run (no {RUN_MARKER} or model.safetensors); "
-                        "it may be from an interrupted fit. Fit again.")
-    info = json.loads((p / RUN_MARKER).read_text(encoding="utf-8"))
-    config = FitConfig.from_yaml(p / "config.yaml")
-    meta = json.loads((p / "backbone.json").read_text(encoding="utf-8"))
-    labels = json.loads((p / "labels.json").read_text(encoding="utf-8"))
-    backbone = rebuild_backbone(p, config, meta)
-    n_out = len(labels["classes"]) if "classes" in labels else 1
-    head = info.get("head", config.head)
-    model = TransferModel(backbone, n_out, head)
-    lexical = read_vocabulary(p, "lexical")  # a hybrid run's TF-IDF branch
-    if lexical is not None:
-        from ..engine.lexical import LexicalBranch
-
-        model.lexical = LexicalBranch(len(lexical), n_out)
-    load_vocabularies(model, p)
-    load_model(model, str(p / "model.safetensors"), strict=True)
+    info = read_run_json(p)
+    verify(p, info)
+    if not (p / "model.safetensors").exists():
+        raise DataError(f"'{p}' is not a complete run (no model.safetensors); it may be from an interrupted fit. "
+                        "Fit again.")
+    try:
+        config = FitConfig.from_yaml(p / "config.yaml")
+    except (ConfigError, OSError, UnicodeDecodeError) as e:
+        raise _damaged(p / "config.yaml", str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    meta = read_run_file(p / "backbone.json")
+    labels = read_run_file(p / "labels.json")
+    if not isinstance(labels, dict) or not isinstance(meta, dict) or "spec" not in meta:
+        bad = p / ("labels.json" if not isinstance(labels, dict) else "backbone.json")
+        raise _damaged(bad, "not the mapping a run writes")
+    try:
+        model = _rebuild_model(p, config, meta, labels, info)
+    except (TransferkitError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise DataError(f"Run '{p}' is damaged: its model cannot be rebuilt from run.json, backbone.json, "
+                        f"labels.json and config.yaml ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}). "
+                        "Restore the run folder from a backup or fit again.") from None
+    _load_weights(model, p / "model.safetensors")
     model.eval()
     return LoadedRun(p, config, model, labels, info)
 
