@@ -1,4 +1,8 @@
-"""User-facing errors: one template, one line, exit code 2 from the CLI."""
+"""User-facing errors: one template, one line, exit code 2 from the CLI.
+
+``ConfigError`` and ``DataError`` are also ``ValueError``s, as scikit-learn's conventions expect of bad input
+(``except ValueError`` in user code and in scikit-learn's estimator checks catches them).
+"""
 from __future__ import annotations
 
 import difflib
@@ -11,11 +15,11 @@ class TransferkitError(Exception):
     exit_code = 2
 
 
-class ConfigError(TransferkitError):
+class ConfigError(TransferkitError, ValueError):
     """A bad parameter or configuration value."""
 
 
-class DataError(TransferkitError):
+class DataError(TransferkitError, ValueError):
     """Missing, malformed or unusable data."""
 
 
