@@ -192,15 +192,17 @@ def main() -> None:
     ap.add_argument("--studies", default="A,B1,B2,C")
     ap.add_argument("--verify", type=int, default=1, help="cells per study re-fitted end to end through fit(auto)")
     args = ap.parse_args()
+    keys = [k.strip() for k in args.studies.split(",")]
+    missing = [k for k in keys if not (TRANSFER_OUT / STUDIES[k][0] / "study.json").exists()]
+    if missing:  # a fresh checkout: the studies come from another script
+        print(f"bench_auto.py reuses the issue-4 studies {', '.join(missing)}, which are not in "
+              f"{os.path.relpath(TRANSFER_OUT)}: run `HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_transfer.py "
+              f"--only {','.join(missing)}` first. Nothing was written.", flush=True)
+        sys.exit(2)
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    studies = []
-    for key in [k.strip() for k in args.studies.split(",")]:
-        if not (TRANSFER_OUT / STUDIES[key][0] / "study.json").exists():
-            print(f"{key}: no study results in {TRANSFER_OUT / STUDIES[key][0]}; skipped", flush=True)
-            continue
-        studies.append(run_study(key, args.verify))
+    studies = [run_study(key, args.verify) for key in keys]
     (OUT / "results.json").write_text(json.dumps(studies, indent=2, default=str))
     lines = ["## `auto` against fixed choices (issue 6)", "",
              f"Command: `HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_auto.py --studies "

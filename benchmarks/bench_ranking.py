@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 OUT = ROOT / "benchmarks" / "out" / "ranking"
 
-from bench_transfer import OUT as TRANSFER_OUT, digits, spam, update_section  # noqa: E402
+from bench_transfer import digits, source_run, spam, update_section  # noqa: E402
 from transferkit.config import FitConfig  # noqa: E402
 from transferkit.data import Dataset, LabelMap, from_arrays, per_class_budget, stratified_split  # noqa: E402
 from transferkit.pipeline import fit  # noqa: E402
@@ -67,7 +67,8 @@ def reinit_top(spec: str, fraction: float, name: str, opts: dict) -> str:
     """Save ``spec`` with the top ``fraction`` of its layer groups re-initialised as a run; return 'run:PATH'."""
     from transferkit.backbones import create_backbone
     from transferkit.engine.model import TransferModel
-    from transferkit.runs.store import RunWriter, run_info, save_model_files, write_json
+    from transferkit.runs.lifecycle import start_run
+    from transferkit.runs.store import run_info, save_model_files, write_json
 
     path = OUT / "runs" / name
     if (path / "run.json").exists():
@@ -84,13 +85,18 @@ def reinit_top(spec: str, fraction: float, name: str, opts: dict) -> str:
             n_reset += 1
     model = TransferModel(bb, 1, "linear")
     cfg = FitConfig(backbone=spec, strategy="linear-probe", name=name, runs_dir=str(OUT / "runs"), **opts)
-    w = RunWriter(OUT / "runs", name, overwrite=True)
-    save_model_files(w.dir, model, cfg, {"task": "none"})  # no trained head: not a source classifier
-    write_json(w.dir / "run.json", run_info(cfg, time.time(), {"name": name, "head": "linear", "lineage": [],
-                                                               "note": f"{spec}, top {fraction:.0%} of layer groups "
-                                                               f"({n_reset} modules) re-initialised"}))
-    w.commit()
+    with start_run(OUT / "runs", name, overwrite=True, log_file="reinit.log") as w:
+        save_model_files(w.dir, model, cfg, {"task": "none"})  # no trained head: not a source classifier
+        write_json(w.dir / "run.json", run_info(cfg, time.time(), {"name": name, "head": "linear", "lineage": [],
+                                                                   "note": f"{spec}, top {fraction:.0%} of layer groups "
+                                                                   f"({n_reset} modules) re-initialised"}))
     return f"run:{path}"
+
+
+def mnist_source_run() -> str:
+    """The issue-4 MNIST-trained scratch CNN (the source for MNIST -> digits), built here when
+    ``bench_transfer.py`` has not written it yet (benchmarks/out/transfer/runs/mnist-cnn)."""
+    return f"run:{os.path.relpath(source_run(quick=False))}"
 
 
 def digits_source_run() -> str:
@@ -108,7 +114,7 @@ def tasks() -> dict:
     return {
         "digits": dict(title="digits (sklearn, 8x8 -> 32 px)", data=digits, k=50, ft=IMAGE_FT, opts=img,
                        candidates=lambda: lite + [reinit_top(lite[0], 0.5, "lite0-reinit-top", img), "scratch:cnn",
-                                                  f"run:{TRANSFER_OUT / 'runs' / 'mnist-cnn'}"]),
+                                                  mnist_source_run()]),
         "mnist": dict(title="MNIST (3,000-image stratified subset, 32 px)", data=mnist3000, k=50, ft=IMAGE_FT,
                       opts=img, candidates=lambda: lite + [reinit_top(lite[0], 0.5, "lite0-reinit-top", img),
                                                            "scratch:cnn", digits_source_run()]),

@@ -26,7 +26,9 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
 class SmallCNN(Backbone):
     """Four conv blocks (32-64-128-256 channels) and global average pooling."""
 
-    def __init__(self, image_size: int = 32, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+    WIDTHS = (32, 64, 128, 256)
+
+    def __init__(self, image_size: int = 32, widths: tuple[int, ...] = WIDTHS) -> None:
         super().__init__()
         chans = (3, *widths)
         self.blocks = nn.Sequential(*[_conv_block(chans[i], chans[i + 1]) for i in range(len(widths))])
@@ -76,7 +78,12 @@ def create_scratch(name: str, pretrained: bool = False, image_size: int | None =
     if seed is not None:
         torch.manual_seed(seed)
     if name == "cnn":
-        return SmallCNN(image_size or 32)
+        size = image_size or 32
+        if not isinstance(size, int) or size < 2 ** len(SmallCNN.WIDTHS):  # each block halves the image
+            from ..errors import bad_param
+
+            raise bad_param("scratch:cnn", "image_size", f"an integer >= {2 ** len(SmallCNN.WIDTHS)}", image_size)
+        return SmallCNN(size)
     if name == "transformer":
         return SmallTextTransformer(max_length or 256)
     import timm
