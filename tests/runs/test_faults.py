@@ -121,7 +121,7 @@ def test_leftovers_are_listed_and_cleaned(tmp_path, small, capsys):
     assert states == {"r": "complete", "killed": "stale", "busy": "writing", "paused": "resumable",
                       "x.json.tmp-77": "temp"}
 
-    assert cli("runs", "--runs-dir", runs, "--clean") == 0
+    assert cli("runs", "clean", "--runs-dir", runs) == 0
     out = capsys.readouterr().out
     assert "removed" in out and "killed" in out
     assert sorted(p.name for p in runs.iterdir()) == [".busy.partial", ".paused.partial", "r"]
@@ -134,7 +134,7 @@ def test_runs_lists_a_damaged_run_and_exits_2(tmp_path, small, capsys):
     runs = tmp_path / "runs"
     run = fit(_cfg(runs), train=small, progress=False).run_dir
     (run / "labels.json").write_text("{}")  # other size than recorded
-    assert cli("runs", "--runs-dir", runs) == 2
+    assert cli("runs", "list", "--runs-dir", runs) == 2
     assert "r  damaged" in capsys.readouterr().out
 
 

@@ -48,7 +48,7 @@ def read_run_json(directory: Path) -> dict[str, Any]:
         info = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"'{directory}' is not a complete run: {p} is missing (an interrupted fit leaves none). "
-                        "Fit again, or list unfinished runs with `transferkit runs`.") from None
+                        "Fit again, or list unfinished runs with `transferkit runs list`.") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"Run file '{p}' is damaged (not valid JSON: {e}). Restore the run folder from a backup "
                         "or fit again.") from None
