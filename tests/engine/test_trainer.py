@@ -188,9 +188,26 @@ def test_lifecycle_commits_aborts_and_keeps_resumable_runs(tmp_path):
 
 
 def test_lifecycle_refuses_a_run_another_live_process_is_writing(tmp_path):
+    """Another process holds the run's writer lock: refused with its pid; once it dies (killed, so it never
+    cleans up) the lock is gone with it and the run can be written."""
+    import subprocess
+    import sys
+
     tmp = partial_dir(tmp_path / "busy")
-    tmp.mkdir(parents=True)
-    (tmp / ".owner.json").write_text(json.dumps({"pid": os.getppid()}))  # alive, and not us
-    with pytest.raises(ConfigError, match="being written by process"):
-        with start_run(tmp_path, "busy"):
-            pass
+    holder = ("import fcntl, json, os, sys, time; tmp = sys.argv[1]; os.makedirs(tmp); "
+              "fd = os.open(sys.argv[2], os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); "
+              "open(os.path.join(tmp, '.owner.json'), 'w').write(json.dumps({'pid': os.getpid()})); "
+              "print('ready', flush=True); time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", holder, str(tmp), str(tmp_path / ".busy.lock")],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        with pytest.raises(ConfigError, match=f"being written by process {p.pid}"):
+            with start_run(tmp_path, "busy"):
+                pass
+    finally:
+        p.kill()
+        p.wait()
+    with start_run(tmp_path, "busy") as run:
+        (run.dir / "x.txt").write_text("mine")
+    assert (tmp_path / "busy" / "x.txt").read_text() == "mine"

@@ -135,7 +135,7 @@ def test_runs_lists_a_damaged_run_and_exits_2(tmp_path, small, capsys):
     run = fit(_cfg(runs), train=small, progress=False).run_dir
     (run / "labels.json").write_text("{}")  # other size than recorded
     assert cli("runs", "list", "--runs-dir", runs) == 2
-    assert "r  damaged" in capsys.readouterr().out
+    assert "damaged: Run '" in capsys.readouterr().out
 
 
 def test_only_copy_of_a_run_left_by_an_interrupted_overwrite_is_kept(tmp_path, small):

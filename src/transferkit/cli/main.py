@@ -9,16 +9,24 @@ from contextlib import contextmanager
 from ..errors import ConfigError, TrainingInterrupted, TransferkitError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; only the chosen command's own flags are built (building them imports its configs, which
+    costs seconds for every command together), the others are listed with their help line."""
     ap = argparse.ArgumentParser(prog="transferkit", description="Transfer learning with honest evaluation.")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     sub = ap.add_subparsers(dest="command", required=True)
-    for mod in commands().values():
-        mod.add_parser(sub)
+    cmds = commands()
+    words = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((w for w in words if not w.startswith("-")), None)
+    for name, mod in cmds.items():
+        if name == chosen or chosen not in cmds:
+            mod.add_parser(sub)
+        else:
+            sub.add_parser(name, help=getattr(mod, "HELP", None))
     return ap
 
 
-ORDER = ("fit", "evaluate", "predict", "compare", "rank", "adapt", "pretrain", "features", "runs", "demo", "info")
+ORDER = ("fit", "evaluate", "predict", "serve", "compare", "rank", "adapt", "pretrain", "features", "runs", "demo", "info")
 
 
 def commands() -> dict:
@@ -63,7 +71,7 @@ def libraries_silenced(quiet: bool) -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse already printed a one-line usage error
@@ -77,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TransferkitError as e:
         print(f"transferkit: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # output piped into `head` and the like
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("transferkit: interrupted; no run was written.", file=sys.stderr)
         return 130

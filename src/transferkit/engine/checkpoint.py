@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..atomic import plain as _plain, write_json_atomic  # noqa: F401  (re-exported)
+
 LATEST = "latest.json"
 # Test-only fault injection, comma-separated: "kill-at-step:N" (SIGKILL after optimiser step N),
 # "term-at-step:N" (SIGTERM there), "kill-in-checkpoint:N" (SIGKILL half-way through this process's N-th checkpoint).
@@ -41,25 +43,6 @@ def fault_point(kind: str, value: int) -> None:
         sig, _, where = k.partition("-")
         if where == kind and sig in _FAULT_SIGNALS and v.strip().isdigit() and int(v) == value:
             os.kill(os.getpid(), _FAULT_SIGNALS[sig])
-
-
-def _plain(o: Any) -> Any:
-    if hasattr(o, "item") and getattr(o, "ndim", 1) == 0:  # NumPy / torch scalars
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"{type(o).__name__} is not JSON-serialisable")
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, default=_plain)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _contiguous(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..engine.checkpoint import write_json_atomic
+from ..atomic import write_json_atomic
 from ..errors import DataError
 
 RUN_MARKER = "run.json"

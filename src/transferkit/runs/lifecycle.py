@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..engine.checkpoint import checkpoint_summary, write_json_atomic
+from ..atomic import write_json_atomic
 from ..errors import ConfigError, DataError
 from .integrity import seal
 
@@ -57,6 +57,8 @@ def resumable(final: Path) -> dict[str, Any] | None:
     root = partial_dir(final) / CHECKPOINT_DIR
     if not root.is_dir():
         return None
+    from ..engine.checkpoint import checkpoint_summary  # torch: only where a checkpoint exists
+
     summary = checkpoint_summary(root)
     if summary is None and any(root.glob(f"*/{PHASE_DONE}")):
         summary = {"where": "after a finished training phase"}
@@ -233,3 +235,15 @@ def _disk_errors(final: Path) -> Iterator[None]:
 def _close(handler: logging.Handler) -> None:
     log.removeHandler(handler)
     handler.close()
+
+
+def remove_run(final: Path) -> None:
+    """Delete a complete run: under its writer lock (refused while it is being written), renamed out of the way
+    first so that it disappears at once, then its run-index entry dropped."""
+    from .index import forget
+
+    with _writer_lock(final):
+        trash = final.parent / f".{final.name}.rm-{os.getpid()}"
+        os.replace(final, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    forget(final)
