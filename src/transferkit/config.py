@@ -3,6 +3,10 @@ metadata and the CLI builds its flags from it (``transferkit.cli.flags``)."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import re
+import reprlib
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
@@ -11,6 +15,13 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError, bad_param, suggest
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a short mapping; a bigger file is refused before parsing
+MAX_NESTING = 64
+_BRACKETS = re.compile(r"[\[\]{}]")
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 60
+_SCALARS = (str, bool, int, float)
 
 
 class Task(str, Enum):
@@ -30,6 +41,69 @@ def nested_configs(cls: type) -> dict[str, type]:
     return {f.name: hints[f.type] for f in fields(cls) if isinstance(f.type, str) and f.type in hints}
 
 
+def _plain(v: Any) -> Any:
+    """NumPy scalars as Python ones (``np.float64(0.1)`` -> ``0.1``), paths as strings."""
+    if type(v).__module__ == "numpy" and hasattr(v, "item"):
+        return v.item()
+    return os.fspath(v) if isinstance(v, os.PathLike) else v
+
+
+def _as_float(v: Any) -> Any:
+    """A numeric string (YAML 1.1 reads ``1e-3`` as text) as its float; anything else unchanged."""
+    if isinstance(v, str):
+        try:
+            x = float(v)
+        except ValueError:
+            return v
+        return x if math.isfinite(x) else v
+    return v
+
+
+def _kind(f: dataclasses.Field) -> tuple[str, bool]:
+    """(``"str"`` / ``"int"`` / ``"float"`` / ``"bool"`` / ``"list[float]"`` / other, whether None is allowed)."""
+    t = str(f.type).replace(" ", "")
+    return t.removesuffix("|None"), t.endswith("|None")
+
+
+def _type_problem(kind: str, optional: bool, v: Any) -> str | None:
+    """What is structurally wrong with ``v`` for a field of ``kind`` (None: nothing). Numbers and ranges are left
+    to ``validate``, which names them with the one template; this refuses what would break before it (a
+    mapping or list where a scalar goes, a number where a name goes)."""
+    if v is None:
+        return None if optional or kind in ("int", "float") else "a value, not empty (null)"
+    if kind == "str" and not isinstance(v, str):
+        return "a string (quote it in YAML: '...')"
+    if kind == "bool" and not isinstance(v, bool):
+        return "true or false"
+    if kind in ("int", "float") and not isinstance(v, _SCALARS):
+        return "an integer" if kind == "int" else "a number"
+    if kind.startswith("list[") and (not isinstance(v, (list, tuple))
+                                     or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+        return "a list of numbers, e.g. [0.1, 1.0, 10.0]"
+    return None
+
+
+def _string_keys(d: Any, where: str) -> dict[str, Any]:
+    """``d`` with its keys checked to be names and dashes read as underscores."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"The settings in {where} must be a mapping of key: value, got {_short.repr(d)}.")
+    for k in d:
+        if not isinstance(k, str):
+            raise ConfigError(f"Key {_short.repr(k)} in {where} is not a name: keys are words such as 'epochs' "
+                              "(quote it in YAML if it looks like a number or true/false).")
+    return {k.replace("-", "_"): v for k, v in d.items()}
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error as 'line L, column C: problem' (PyYAML's own text spans several lines)."""
+    mark, context = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    if context is not None and getattr(e, "context", None) and (mark is None or context.line != mark.line):
+        problem += f" ({e.context} at line {context.line + 1}, column {context.column + 1})"
+    return f"{where}{problem}"
+
+
 class YamlConfig:
     """YAML / dict round-trip for config dataclasses, with a clear error for unknown keys.
 
@@ -42,18 +116,18 @@ class YamlConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "config") -> Any:
-        d = {k.replace("-", "_"): v for k, v in d.items()}
+        d = _string_keys(d, where)
         nested = nested_configs(cls)
         names = {f.name for f in fields(cls)}
         inner: dict[str, dict[str, Any]] = {}
         for key, sub in nested.items():
             sub_names = {f.name for f in fields(sub)} - names
-            given = d.pop(key, None) or {}
-            if isinstance(given, YamlConfig):
-                given = given.to_dict()
+            given = d.pop(key, None)
+            given = {} if given is None else given.to_dict() if isinstance(given, YamlConfig) else given
             if not isinstance(given, dict):
-                raise ConfigError(f"'{key}' in {where} must be a mapping of key: value, got {given!r}.")
-            inner[key] = {**given, **{k: d.pop(k) for k in list(d) if k in sub_names}}
+                raise ConfigError(f"'{key}' in {where} must be a mapping of key: value, got {_short.repr(given)}.")
+            flat = {k: d.pop(k) for k in list(d) if k in sub_names}  # given at the top level
+            inner[key] = {**sub.checked_values(given, f"{where} ({key})"), **sub.checked_values(flat, where)}
         known = names | {n for sub in nested.values() for f in fields(sub) for n in [f.name]}
         unknown = [k for k in d if k not in names]
         if unknown:
@@ -61,23 +135,45 @@ class YamlConfig:
             raise ConfigError(f"Unknown key '{k}' in {where}.{suggest(k, known)} "
                               f"Known keys: {', '.join(sorted(known))}.")
         made = {}
-        for key, given in inner.items():
-            given = {k.replace("-", "_"): v for k, v in given.items()}
-            nested[key].from_dict(given, where=f"{where} ({key})")  # unknown keys, with suggestions
+        for key, given in inner.items():  # checked above: unknown keys (with suggestions) and types
             made[key] = dataclasses.replace(getattr(cls(), key), **given)  # on the owner's defaults
-        return cls(**d, **made)
+        return cls(**cls.checked_values(d, where), **made)
+
+    @classmethod
+    def checked_values(cls, d: dict[str, Any], where: str = "config") -> dict[str, Any]:
+        """``d`` (flat keys of ``cls``) with unknown keys and misplaced types refused in one line naming
+        ``where``; NumPy scalars, paths and numeric strings of float settings made plain."""
+        kinds = {f.name: _kind(f) for f in fields(cls) if f.name not in nested_configs(cls)}
+        out = {}
+        for k, v in _string_keys(d, where).items():
+            if k not in kinds:
+                raise ConfigError(f"Unknown key '{k}' in {where}.{suggest(k, kinds)} "
+                                  f"Known keys: {', '.join(sorted(kinds))}.")
+            kind, optional = kinds[k]
+            v = _as_float(_plain(v)) if kind == "float" else _plain(v)
+            problem = _type_problem(kind, optional, v)
+            if problem:
+                raise ConfigError(f"'{k}' in {where} must be {problem}; got {_short.repr(v)}.")
+            out[k] = v
+        return out
+
+    def check_types(self, owner: str) -> None:
+        """The structural checks of :meth:`checked_values` on a config built directly (one-line ConfigError)."""
+        for f in fields(self):
+            kind, optional = _kind(f)
+            problem = _type_problem(kind, optional, getattr(self, f.name))
+            if problem:
+                raise bad_param(owner, f.name, problem, getattr(self, f.name))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Any:
         p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"Config file '{p}' does not exist.")
-        try:
-            d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"Config file '{p}' is not valid YAML: {str(e).splitlines()[0]}") from None
+        d = _load_yaml(p)
+        if d is None:
+            d = {}
         if not isinstance(d, dict):
-            raise ConfigError(f"Config file '{p}' must hold a mapping of key: value.")
+            raise ConfigError(f"Config file '{p}' must hold a mapping of key: value (one 'key: value' per line), "
+                              f"not a YAML {type(d).__name__}.")
         return cls.from_dict(d, where=str(p))
 
     def to_yaml(self) -> str:
@@ -86,6 +182,53 @@ class YamlConfig:
     def updated(self, **changes: Any) -> Any:
         """A copy with ``changes``; keys of a nested config may be given flat (``cfg.updated(lr=1e-4)``)."""
         return type(self).from_dict({**self.to_dict(), **changes})
+
+
+def _bracket_depth(text: str) -> int:
+    """The deepest nesting of YAML flow brackets (PyYAML takes seconds to fail on thousands of levels)."""
+    depth = deepest = 0
+    for m in _BRACKETS.finditer(text):
+        depth = depth + 1 if m.group() in "[{" else max(0, depth - 1)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _load_yaml(p: Path) -> Any:
+    """The parsed YAML of config file ``p``; every problem (missing, not a file, too big, not UTF-8, bad YAML) is a
+    one-line ConfigError naming the file and, for bad YAML, the line."""
+    try:
+        exists, is_file = p.exists(), p.is_file()
+        size = p.stat().st_size if is_file else 0
+    except (OSError, ValueError) as e:  # a NUL in the name, a name too long
+        raise ConfigError(f"Cannot read config file '{p}': {getattr(e, 'strerror', None) or e}.") from None
+    if not exists:
+        raise ConfigError(f"Config file '{p}' does not exist.")
+    if not is_file:
+        raise ConfigError(f"Config file '{p}' is not a regular file. Give a YAML file.")
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"Config file '{p}' has {size} bytes; a config is a short YAML mapping (at most "
+                          f"{MAX_CONFIG_BYTES} bytes). Is it the right file?")
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"Cannot read config file '{p}': {e.strerror or e}.") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"Config file '{p}' is not UTF-8 text (byte {e.start} is {raw[e.start]:#04x}). "
+                          "Save it as UTF-8.") from None
+    depth = _bracket_depth(text)
+    if depth > MAX_NESTING:
+        raise ConfigError(f"Config file '{p}' nests brackets {depth} levels deep; a config is a flat mapping of "
+                          "key: value (lists of numbers at most).")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"Config file '{p}' is not valid YAML: {_yaml_problem(e)}. Fix that line (YAML: "
+                          "'key: value', with a space after the colon).") from None
+    except (ValueError, OverflowError, RecursionError) as e:  # more than 4300 digits, nesting too deep
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"Config file '{p}' cannot be read ({msg}). Give a flat mapping of key: value.") from None
 
 
 @dataclass
@@ -117,6 +260,7 @@ class TrainConfig(YamlConfig):
                                          "epoch end and on Ctrl-C / SIGTERM; 0: epoch ends only)")
 
     def validate(self, owner: str = "TrainConfig") -> TrainConfig:
+        self.check_types(owner)
         for name, lo in (("epochs", 1), ("batch_size", 1), ("accumulate", 1), ("patience", 1), ("min_steps", 0),
                          ("freeze", 0), ("checkpoint_every", 0)):
             v = getattr(self, name)
@@ -143,6 +287,9 @@ class TrainConfig(YamlConfig):
         return self
 
 
+MAX_THREADS = 1024
+MAX_IMAGE_SIZE = 4096
+MAX_LENGTH = 65536
 RUN_PLACEMENT = ("runs_dir", "name", "overwrite")  # where a run goes, not what it computes
 
 
@@ -215,6 +362,7 @@ class FitConfig(YamlConfig):
         Registry names (strategy, backbone spec and candidates, engine) are resolved where they are used:
         ``transferkit.pipeline.fit`` checks them first thing (``check_names``), before any work.
         """
+        self.check_types("FitConfig")
         if self.task not in {t.value for t in Task}:
             raise bad_param("FitConfig", "task", "'classification' or 'regression'", self.task)
         # backbone "auto": chosen by transferability ranking among the candidates (transferkit.ranking)
@@ -238,5 +386,25 @@ class FitConfig(YamlConfig):
             raise bad_param("FitConfig", "image_size", "an integer >= 8", self.image_size)
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
             raise bad_param("FitConfig", "max_length", "an integer >= 2", self.max_length)
+        self._validate_bounds()
         return self
+
+    def _validate_bounds(self) -> None:
+        """Upper bounds (a huge seed overflows torch; a huge size or thread count exhausts memory), the linear
+        probe's grid, and names that must be plain folder names or paths."""
+        for name, lo, hi in (("seed", 0, 2**63 - 1), ("num_threads", 1, MAX_THREADS),
+                             ("image_size", 8, MAX_IMAGE_SIZE), ("max_length", 2, MAX_LENGTH)):
+            v = getattr(self, name)
+            if v is None and name != "seed":
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise bad_param("FitConfig", name, f"an integer in [{lo}, {hi}]", v)
+        grid = self.probe_grid
+        if not grid or not all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in grid):
+            raise bad_param("FitConfig", "probe_grid", "a non-empty list of positive numbers (C values)", grid)
+        for name in ("train", "val", "test"):
+            if getattr(self, name) == "":
+                raise bad_param("FitConfig", name, "a path to data (or left out)", "")
+        if self.name is not None and (self.name in ("", ".", "..") or any(c in self.name for c in "/\\\0")):
+            raise bad_param("FitConfig", "name", "a plain folder name (no '/', '\\', or '..')", self.name)
 

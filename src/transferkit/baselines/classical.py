@@ -24,7 +24,7 @@ from ..registry import Registry
 from .linear import GridChoice, search_grid
 from .pixels import PixelFeaturiser, fit_pixel_scaler, pixel_matrix, pixel_size
 from .tfidf import FEATURES as TFIDF_FEATURES
-from .tfidf import TfidfFeaturiser, make_vectorizer
+from .tfidf import TfidfFeaturiser, fitted_vectorizer
 
 GRID = [0.01, 0.1, 1.0, 10.0, 100.0]
 MAX_ITER = 2000
@@ -74,8 +74,8 @@ class SklearnFeatures:
 def fit_featuriser(featuriser: PixelFeaturiser | TfidfFeaturiser, train: Dataset) -> tuple[SklearnFeatures, Any]:
     """Fit ``featuriser`` on ``train`` in place; returns its scikit-learn twin and the training features."""
     if isinstance(featuriser, TfidfFeaturiser):
-        vec = make_vectorizer()
-        x = vec.fit_transform(train.inputs)
+        vec = fitted_vectorizer(train.inputs)
+        x = vec.transform(train.inputs)
         featuriser.set_vectorizer(vec)
         return SklearnFeatures(vectorizer=vec), x
     size = pixel_size(train)
@@ -171,7 +171,7 @@ def classical_features(ds: Dataset) -> tuple[np.ndarray, int, str]:
         raw = pixel_matrix(ds, size)
         x = np.asarray(fit_pixel_scaler(raw).transform(raw), dtype=np.float64)
         return x, x.shape[1], f"pixels {size}x{size} + LR"
-    x = make_vectorizer().fit_transform(ds.inputs)
+    x = fitted_vectorizer(ds.inputs).transform(ds.inputs)
     gram = np.asarray((x @ x.T).todense(), dtype=np.float64)
     lam, u = np.linalg.eigh(gram)
     keep = lam > lam.max(initial=0.0) * len(lam) * np.finfo(np.float64).eps

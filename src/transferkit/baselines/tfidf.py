@@ -24,6 +24,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from ..backbones.base import Backbone, BackboneMeta
 from ..backbones.text import collate_ids
+from ..errors import DataError
 
 FEATURES = "tfidf word 1-2 grams"
 
@@ -31,6 +32,19 @@ FEATURES = "tfidf word 1-2 grams"
 def make_vectorizer(vocabulary: dict[str, int] | None = None) -> TfidfVectorizer:
     """The one TF-IDF configuration: word 1-2 grams, sublinear tf, every term kept (min_df 1)."""
     return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1, vocabulary=vocabulary)
+
+
+def fitted_vectorizer(texts: Sequence[str]) -> TfidfVectorizer:
+    """:func:`make_vectorizer` fitted on ``texts``; texts without a single word (2+ letters or digits) are a
+    DataError instead of scikit-learn's 'empty vocabulary'."""
+    try:
+        return make_vectorizer().fit(list(texts))
+    except ValueError as e:
+        if "empty vocabulary" not in str(e):
+            raise
+        raise DataError(f"The {len(texts)} training texts hold no word of two or more letters or digits, so TF-IDF "
+                        "has nothing to learn from. Check the --text-column, or use a pretrained text backbone "
+                        "(e.g. packaged:minilm-l6).") from None
 
 
 class TfidfTokenizer:
@@ -103,7 +117,7 @@ class TfidfFeaturiser(Backbone):
 
     def fit(self, texts: Sequence[str]) -> TfidfFeaturiser:
         """Learn the vocabulary and idf from ``texts``."""
-        self.set_vectorizer(make_vectorizer().fit(list(texts)))
+        self.set_vectorizer(fitted_vectorizer(texts))
         return self
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:

@@ -26,7 +26,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return ap
 
 
-ORDER = ("fit", "evaluate", "predict", "serve", "compare", "rank", "adapt", "pretrain", "features", "runs", "demo", "info")
+ORDER = ("fit", "evaluate", "predict", "serve", "compare", "rank", "adapt", "pretrain", "features", "export", "runs", "demo", "info")
 
 
 def commands() -> dict:
@@ -58,11 +58,14 @@ def libraries_silenced(quiet: bool) -> Iterator[None]:
     import huggingface_hub.utils as hub
     from transformers.utils import logging as hf_logging
 
+    from ..data.images import progress_bars
+
     was_hf, was_hub = hf_logging.is_progress_bar_enabled(), not hub.are_progress_bars_disabled()
     hf_logging.disable_progress_bar()
     hub.disable_progress_bars()
     try:
-        yield
+        with progress_bars(False):  # image decoding, wherever a loader runs
+            yield
     finally:
         if was_hf:
             hf_logging.enable_progress_bar()

@@ -20,12 +20,25 @@ class LabelMap:
     classes: list[Any]
 
     @classmethod
-    def fit(cls, y: np.ndarray) -> LabelMap:
-        values = [_plain(v) for v in y]
+    def fit(cls, y: np.ndarray | None) -> LabelMap:
+        """The sorted distinct labels of ``y``; labels with the same text (``1`` and ``"1"``) are one class,
+        as :meth:`encode` matches labels by their text."""
+        if y is None:
+            raise DataError("The training data have no labels. Give labelled data (a label column, class "
+                            "sub-folders, or y).")
+        by_text: dict[str, Any] = {}
+        for v in y:
+            v = _plain(v)
+            try:
+                by_text.setdefault(str(v), v)
+            except TypeError:
+                raise DataError(f"Label {v!r:.60} is a {type(v).__name__}; a label must be a plain string or "
+                                "number.") from None
+        values = list(by_text.values())
         try:
-            classes = sorted(set(values))
+            classes = sorted(values)
         except TypeError:
-            classes = sorted(set(values), key=str)
+            classes = sorted(values, key=str)
         return cls(classes)
 
     def encode(self, y: np.ndarray, where: str = "data") -> np.ndarray:
@@ -34,8 +47,8 @@ class LabelMap:
         for i, v in enumerate(y):
             key = str(_plain(v))
             if key not in index:
-                raise DataError(f"Label {key!r} in {where} was not seen in training. "
-                                f"Known labels: {', '.join(map(str, self.classes))}.")
+                known = ", ".join(map(str, self.classes[:20])) + (", ..." if len(self.classes) > 20 else "")
+                raise DataError(f"Label {key!r:.80} in {where} was not seen in training. Known labels: {known}.")
             out[i] = index[key]
         return out
 

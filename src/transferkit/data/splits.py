@@ -12,6 +12,9 @@ def stratified_split(y: np.ndarray, fractions: tuple[float, ...], seed: int,
 
     Each class contributes at least one sample to every part; a class too small for that raises.
     """
+    if y is None:
+        raise DataError("The training data have no labels (targets) to split on. Give labelled data: a label "
+                        "column, class sub-folders, or y.")
     rng = np.random.default_rng(seed)
     n_parts = len(fractions) + 1
     parts: list[list[int]] = [[] for _ in range(n_parts)]
@@ -23,8 +26,9 @@ def stratified_split(y: np.ndarray, fractions: tuple[float, ...], seed: int,
         groups = {"all": list(range(len(y)))}
     for cls, idx in sorted(groups.items()):
         if len(idx) < n_parts:
-            raise DataError(f"Class '{cls}' has {len(idx)} sample(s); splitting into train/validation/test "
-                            f"needs at least {n_parts}. Add samples, drop the class, or pass --val/--test data.")
+            raise DataError(f"Class '{cls:.60}' has {len(idx)} sample(s); splitting into train/validation/test "
+                            f"needs at least {n_parts}. Add samples, drop the class, or pass --val/--test data."
+                            f"{_numeric_hint(groups)}")
         idx = np.asarray(idx)[rng.permutation(len(idx))]
         start = 0
         takes = [max(1, int(round(f * len(idx)))) for f in fractions]
@@ -35,6 +39,19 @@ def stratified_split(y: np.ndarray, fractions: tuple[float, ...], seed: int,
         if len(idx[start:]) == 0:
             raise DataError(f"Class '{cls}' has {len(idx)} samples, too few to keep one for training.")
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def _numeric_hint(groups: dict[str, list[int]]) -> str:
+    """A hint when the 'classes' look like a numeric target (mostly distinct numbers, some fractional)."""
+    names = list(groups)
+    try:
+        values = [float(n) for n in names]
+    except ValueError:
+        return ""
+    n = sum(len(v) for v in groups.values())
+    if len(names) > n / 2 and any(not v.is_integer() for v in values):
+        return " The labels look like a numeric target: for regression use --task regression."
+    return ""
 
 
 def per_class_budget(y: np.ndarray, k: int, seed: int) -> np.ndarray:

@@ -48,7 +48,9 @@ def inputs_to_dataset(run: LoadedRun, items: list[str]) -> Dataset:
             return ds
     if not paths:
         raise DataError(f"No images found in {', '.join(items)}.")
-    ds = Dataset("image", paths, None, ids=paths, origin=", ".join(items))
+    from ..data.loaders import printable_name
+
+    ds = Dataset("image", paths, None, ids=[printable_name(str(p)) for p in paths], origin=", ".join(items))
     check_modality(run, ds, "the input")
     return ds
 

@@ -22,12 +22,16 @@ def write_rows(rows: list[dict[str, Any]], output: str | None) -> None:
         raise ConfigError(f"Output '{p}' must end in .csv or .json.")
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-        if p.suffix.lower() == ".json":
-            json.dump(rows, f, indent=1)
-        else:
-            _csv(rows, f)
-    os.replace(tmp, p)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            if p.suffix.lower() == ".json":
+                json.dump(rows, f, indent=1)
+            else:
+                _csv(rows, f)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # nothing half-written
+        raise
 
 
 def _csv(rows: list[dict[str, Any]], f: io.TextIOBase) -> None:

@@ -16,7 +16,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from threadpoolctl import threadpool_limits
 
 from ..baselines.linear import full_coef, search_grid
-from ..baselines.tfidf import make_vectorizer
+from ..baselines.tfidf import fitted_vectorizer
 from ..data.dataset import Dataset
 from .linear_probe import robust_scaler
 
@@ -58,7 +58,7 @@ def fit_hybrid(train: Dataset, f_train: np.ndarray, y_train: np.ndarray, val: Da
     """Fit on ``train``; choose the embedding weight and C together on ``val``."""
     if train.modality != "text":
         raise ValueError("the hybrid head combines TF-IDF with embeddings and needs text data")
-    vec = make_vectorizer().fit(train.inputs)
+    vec = fitted_vectorizer(train.inputs)
     m = HybridModel(vec, robust_scaler(f_train), 1.0, None, task, n_out)
     scores: dict[str, float] = {}
     best = None
