@@ -11,8 +11,8 @@ drawn with ``--seed``). Each case runs in a forked child (so that a hang, a cras
 cannot hide the others): in-process through ``transferkit.cli.main.main`` and, where the case has one, through its
 Python API call, with a ``--timeout`` alarm in the child and a kill from the parent 10 s later. One torch thread.
 The child's peak RSS (``wait4``) is compared with that of a forked child that does nothing (the baseline).
-The predict and arrays families also draw the damage of ``cases.KNOWN_FAILURES`` (still failing outside the data
-loaders; the tests leave it out and pin it with strict xfails). Needs the ``test`` extra (hypothesis).
+The predict and arrays families also draw the damage listed in ``cases.KNOWN_FAILURES`` (known to fail outside the
+data loaders; the tests leave it out; empty at present). Needs the ``test`` extra (hypothesis).
 
 Writes the raw records to ``OUT/results.json`` and the summary table (cases per family, clean results, clean
 errors, tracebacks (must be 0), other failures, hangs, max RSS) between ``<!-- fuzz:start -->`` and
