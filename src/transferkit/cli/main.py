@@ -26,7 +26,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return ap
 
 
-ORDER = ("fit", "evaluate", "predict", "serve", "compare", "rank", "adapt", "pretrain", "features", "export", "runs", "demo", "info")
+ORDER = ("fit", "evaluate", "predict", "serve", "compare", "tune", "rank", "adapt", "pretrain", "distill", "features", "export", "runs", "demo", "info")
 
 
 def commands() -> dict:

@@ -20,7 +20,7 @@ from ..config import TrainConfig
 from .accelerator import Accelerator, module_device, move_to
 from .callbacks import Checkpoint, EarlyStopping, ProgressBar, TensorBoard, TrainMode, Validation
 from .model import TransferModel
-from .trainer import Trainer, warmup_cosine
+from .trainer import Objective, Trainer, warmup_cosine
 
 
 @dataclass
@@ -151,7 +151,8 @@ def train_model(model: TransferModel, train: Inputs, y_train: np.ndarray, val: I
                 s: TrainConfig, spec: TaskSpec | None = None, *, seed: int = 0, freeze_bn_stats: bool = False,
                 log_dir: Path | None = None, progress: bool = True, desc: str = "fine-tune",
                 eval_initial: bool = False, checkpoint: CheckpointSpec | None = None,
-                trainable: Callable[[str, nn.Parameter], bool] | None = None) -> History:
+                trainable: Callable[[str, nn.Parameter], bool] | None = None,
+                objective: Objective | None = None, targets: Any = None) -> History:
     """Train in place on the engine's trainer; on return the model holds the best validation weights.
 
     Args:
@@ -163,6 +164,10 @@ def train_model(model: TransferModel, train: Inputs, y_train: np.ndarray, val: I
             can never end worse on validation than where it started.
         checkpoint: write crash-safe checkpoints (and continue from the latest one when ``checkpoint.resume``).
         trainable: which parameters train at all (see :func:`param_groups`).
+        objective: a loss in place of the supervised one (e.g. distillation's soft targets), called as the trainer's
+            objective on ``(x, targets[rows])``; an ``nn.Module`` objective has its own parameters trained too.
+        targets: the per-row training targets ``objective`` reads, indexed by a LongTensor of rows (default:
+            ``y_train``).
     """
     spec = spec or TaskSpec()
     s = resolve_training(s, model.backbone.meta)
@@ -170,7 +175,8 @@ def train_model(model: TransferModel, train: Inputs, y_train: np.ndarray, val: I
     groups = param_groups(model, s, trainable)
     batches_per_pass = math.ceil(len(train) / s.batch_size)
     passes = max(1, math.ceil(s.min_steps * s.accumulate / max(1, s.epochs * batches_per_pass)))
-    ytr = torch.as_tensor(y_train, dtype=torch.float32 if spec.task == "regression" else torch.long)
+    ytr = targets if targets is not None else \
+        torch.as_tensor(y_train, dtype=torch.float32 if spec.task == "regression" else torch.long)
 
     def score() -> float:
         return validation_score(predict_outputs(model, val, s.batch_size * 2, s.precision), y_val, spec.task)
@@ -183,7 +189,8 @@ def train_model(model: TransferModel, train: Inputs, y_train: np.ndarray, val: I
     if checkpoint is not None:
         callbacks.append(Checkpoint(checkpoint.root, checkpoint.every, checkpoint.resume, checkpoint.fingerprint))
     plan = EpochPlan(train, s.batch_size, passes, seed, s.length_buckets)
-    trainer = Trainer(model, SupervisedObjective(spec, s.label_smoothing), plan,
+    objective = objective if objective is not None else SupervisedObjective(spec, s.label_smoothing)
+    trainer = Trainer(model, objective, plan,
                       lambda idx: (train.batch(idx), ytr[torch.as_tensor(idx)]), groups, epochs=s.epochs, lr=s.lr,
                       weight_decay=s.weight_decay, grad_clip=s.grad_clip, accumulate=s.accumulate,
                       schedule=warmup_cosine(s.warmup), callbacks=callbacks,
