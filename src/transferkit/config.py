@@ -37,7 +37,7 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *,
 
 def nested_configs(cls: type) -> dict[str, type]:
     """Fields of a config dataclass that are config dataclasses themselves (e.g. ``training``)."""
-    hints = {"TrainConfig": TrainConfig}
+    hints = {"TrainConfig": TrainConfig, "LoraConfig": LoraConfig}
     return {f.name: hints[f.type] for f in fields(cls) if isinstance(f.type, str) and f.type in hints}
 
 
@@ -287,6 +287,42 @@ class TrainConfig(YamlConfig):
         return self
 
 
+@dataclass
+class LoraConfig(YamlConfig):
+    """LoRA settings (strategy lora): adapter rank, scaling, dropout and which backbone layers get adapters."""
+
+    lora_r: int = setting(8, "LoRA: rank of each low-rank adapter (strategy lora)")
+    lora_alpha: float = setting(16.0, "LoRA: scaling alpha; an adapter's update is scaled by alpha / rank")
+    lora_dropout: float = setting(0.05, "LoRA: dropout on the adapters' input during training")
+    lora_targets: str | None = setting(None, "LoRA: comma-separated regexes searched in the backbone's module names "
+                                             "(e.g. 'query,value'); default: found per backbone family (attention "
+                                             "projections of transformers, convolutions after the stem of CNNs)")
+
+    def validate(self, owner: str = "LoraConfig") -> LoraConfig:
+        self.check_types(owner)
+        if not isinstance(self.lora_r, int) or isinstance(self.lora_r, bool) or not 1 <= self.lora_r <= MAX_LORA_RANK:
+            raise bad_param(owner, "lora_r", f"an integer in [1, {MAX_LORA_RANK}]", self.lora_r)
+        a = self.lora_alpha
+        if not isinstance(a, (int, float)) or isinstance(a, bool) or not math.isfinite(a) or a <= 0:
+            raise bad_param(owner, "lora_alpha", "a float in (0, inf)", a)
+        d = self.lora_dropout
+        if not isinstance(d, (int, float)) or isinstance(d, bool) or not 0 <= d < 1:
+            raise bad_param(owner, "lora_dropout", "a float in [0, 1)", d)
+        if self.lora_targets is not None:
+            pats = [t.strip() for t in self.lora_targets.split(",")]
+            if not all(pats):
+                raise bad_param(owner, "lora_targets", "comma-separated module-name patterns, none empty (or left "
+                                "out for the backbone family's default)", self.lora_targets)
+            for t in pats:
+                try:
+                    re.compile(t)
+                except re.error as e:
+                    raise bad_param(owner, "lora_targets", f"regular expressions ({t!r}: {e})",
+                                    self.lora_targets) from None
+        return self
+
+
+MAX_LORA_RANK = 4096
 MAX_THREADS = 1024
 MAX_IMAGE_SIZE = 4096
 MAX_LENGTH = 65536
@@ -340,6 +376,7 @@ class FitConfig(YamlConfig):
     max_length: int | None = setting(None, "text: tokens per example (default: the backbone's)")
     # training (fine-tune, lp-ft): declared once in TrainConfig, shared with adapt and the trainer
     training: TrainConfig = setting(factory=TrainConfig, help="training settings (fine-tune, lp-ft)")
+    lora: LoraConfig = setting(factory=LoraConfig, help="LoRA settings (strategy lora)")
     class_weights: bool = setting(False, "weight classes inversely to their frequency")
     loss: str = setting("mse", "regression loss: mse | huber")
     head: str = setting("linear", "task head: linear | mlp")
@@ -372,6 +409,9 @@ class FitConfig(YamlConfig):
         if not isinstance(self.training, TrainConfig):
             raise bad_param("FitConfig", "training", "a TrainConfig", self.training)
         self.training.validate("FitConfig")
+        if not isinstance(self.lora, LoraConfig):
+            raise bad_param("FitConfig", "lora", "a LoraConfig", self.lora)
+        self.lora.validate("FitConfig")
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0 <= v < 1:

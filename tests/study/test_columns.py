@@ -20,7 +20,8 @@ def test_every_registered_strategy_is_a_column():
 def test_default_columns_follow_the_registry_and_the_modality():
     image = default_columns("image")
     assert image[:2] == ["classical", "scratch"] and "hybrid" not in image and "auto" not in image
-    assert set(image[2:]) == set(STRATEGIES.names()) - {"classical", "hybrid", "contrastive", "auto"}
+    assert set(image[2:]) == set(STRATEGIES.names()) - {"classical", "hybrid", "contrastive", "auto", "lora"}
+    assert "lora" not in default_columns("text"), "opt-in (needs the lora extra): asked for by name"
     assert set(default_columns("text")) == set(image) | {"hybrid", "contrastive"}
 
 

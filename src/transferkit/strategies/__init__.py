@@ -44,6 +44,16 @@ STRATEGIES.register("contrastive", "text, few labels: SetFit-style contrastive t
                     "all pairs of a batch, then the hybrid head; epochs chosen on validation")(_fit_contrastive)
 
 
+def _fit_lora(ctx: FitContext) -> StrategyResult:
+    from .lora import fit_lora
+
+    return fit_lora(ctx)
+
+
+STRATEGIES.register("lora", "low-rank adapters (PEFT) on the backbone's attention / conv layers + the head; saved "
+                    "merged, so the run needs no PEFT (--lora-r, --lora-targets; extra: transferkit[lora])")(_fit_lora)
+
+
 def _fit_auto(ctx: FitContext) -> StrategyResult:
     from .auto import fit_auto
 
@@ -63,6 +73,7 @@ class StrategyTraits:
     frozen_features: bool = False  # reads only frozen features of ctx.backbone (via ctx.cache): shareable
     modalities: tuple[str, ...] = ("image", "text")
     chooser: bool = False  # chooses and runs another registered strategy
+    in_default_study: bool = True  # a column of `compare` studies that name no strategies
 
 
 TRAITS: dict[str, StrategyTraits] = {
@@ -71,6 +82,7 @@ TRAITS: dict[str, StrategyTraits] = {
     "hybrid": StrategyTraits(frozen_features=True, modalities=("text",)),
     "contrastive": StrategyTraits(modalities=("text",)),
     "auto": StrategyTraits(chooser=True),
+    "lora": StrategyTraits(in_default_study=False),  # needs the lora extra (PEFT); asked for by name
 }
 
 

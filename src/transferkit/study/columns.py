@@ -59,10 +59,10 @@ def is_baseline(series: str) -> bool:
 
 def default_columns(modality: str) -> list[str]:
     """The columns of a study when none are given: the baselines, then every strategy that runs on ``modality``
-    data (strategies that choose among the others, such as ``auto``, are left out)."""
+    data (strategies that choose among the others, such as ``auto``, and opt-in ones such as ``lora`` are left out)."""
     order = {OWN: 0, SCRATCH: 1, CANDIDATE: 2}
     picked = [n for n in names() if modality in traits(column(n).strategy).modalities
-              and not traits(column(n).strategy).chooser]
+              and not traits(column(n).strategy).chooser and traits(column(n).strategy).in_default_study]
     return sorted(picked, key=lambda n: order[column(n).role])
 
 

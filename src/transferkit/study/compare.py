@@ -133,8 +133,10 @@ class Study:
             old = json.loads(path.read_text(encoding="utf-8"))
             # keys added to FitConfig after the study started count as their defaults; flat training keys of
             # older studies land in `training`
+            ignored = {"train": None, "name": None, "runs_dir": None}  # not what a cell depends on (settings())
             try:
-                old["base"] = json.loads(json.dumps(FitConfig.from_dict(old["base"]).to_dict(), default=str))
+                base = {k: v for k, v in old["base"].items() if k not in ignored}
+                old["base"] = json.loads(json.dumps(FitConfig.from_dict(base).to_dict() | ignored, default=str))
             except ConfigError:
                 pass
             old["base"] = {k: v for k, v in old["base"].items() if k in now["base"]}
