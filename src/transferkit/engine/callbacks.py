@@ -5,11 +5,16 @@ Events, in the order the trainer emits them: ``on_fit_start``, ``on_epoch_start`
 ``on_epoch_saved`` (the epoch's record is in ``state.history``), ``on_interrupt`` (a signal arrived),
 ``on_fit_end``. Callbacks run in ascending ``order``. A callback with state that must survive a crash has a
 ``key`` and ``state_dict(trainer) -> (tensors, json)`` / ``load_state_dict(trainer, tensors, json)``.
+
+Code outside a fit (a tuner) can listen to every epoch's validation metric with :func:`epoch_listener`, without
+any config: each :class:`~transferkit.engine.trainer.Trainer` built inside the block gets an :class:`EpochListener`.
 """
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +58,39 @@ class Validation(Callback):
 
     def on_epoch_end(self, trainer: Any) -> None:
         trainer.state.metrics[self.name] = float(self.score())
+
+
+class EpochListener(Callback):
+    """Hands each epoch's validation metric (``state.metrics["val_metric"]``, higher is better) to ``listen``;
+    ``listen`` may raise to end the fit (a tuner pruning a trial). Runs after :class:`Validation`."""
+
+    order = 15
+
+    def __init__(self, listen: Callable[[float], None]) -> None:
+        self.listen = listen
+
+    def on_epoch_end(self, trainer: Any) -> None:
+        metric = trainer.state.metrics.get("val_metric")
+        if metric is not None:
+            self.listen(float(metric))
+
+
+_LISTENERS: ContextVar[tuple[Callable[[float], None], ...]] = ContextVar("transferkit_epoch_listeners", default=())
+
+
+@contextmanager
+def epoch_listener(listen: Callable[[float], None]) -> Iterator[None]:
+    """Within the block, every trainer created reports each epoch's validation metric to ``listen(metric)``."""
+    token = _LISTENERS.set((*_LISTENERS.get(), listen))
+    try:
+        yield
+    finally:
+        _LISTENERS.reset(token)
+
+
+def ambient_callbacks() -> list[Callback]:
+    """The :class:`EpochListener` of each enclosing :func:`epoch_listener` block (none outside one)."""
+    return [EpochListener(f) for f in _LISTENERS.get()]
 
 
 class EarlyStopping(Callback):

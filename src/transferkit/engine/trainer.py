@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import TrainingInterrupted
 from .accelerator import Accelerator
+from .callbacks import ambient_callbacks
 
 Objective = Callable[[nn.Module, Any, "TrainState"], dict[str, torch.Tensor]]
 
@@ -124,7 +125,7 @@ class Trainer:
         if steps_per_epoch is None:
             steps_per_epoch = math.ceil(len(plan.epoch(1)) / accumulate)
         self.state = TrainState(epochs=epochs, total_steps=epochs * steps_per_epoch)
-        self.callbacks = sorted(callbacks, key=lambda c: getattr(c, "order", 0))
+        self.callbacks = sorted([*callbacks, *ambient_callbacks()], key=lambda c: getattr(c, "order", 0))
 
     # -- events ----------------------------------------------------------------------------------------------
     def emit(self, event: str, *args: Any) -> None:
