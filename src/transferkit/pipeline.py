@@ -19,6 +19,7 @@ from .data import Columns, Dataset, LabelMap, load_path, stratified_split
 from .engine.loop import CheckpointSpec
 from .engine.model import TransferModel
 from .engine.accelerator import seed_everything, set_threads  # noqa: F401 (tests patch pipeline.set_threads)
+from .distributed.ddp import is_main_process
 from .errors import ConfigError, DataError, bad_param
 from .evaluation.evaluate import evaluate_model
 from .features import ENGINES, FeatureCache, Inputs
@@ -122,13 +123,20 @@ def fit(config: FitConfig, train: Dataset | None = None, val: Dataset | None = N
 
     With ``resume`` an interrupted fit of the same name (``runs/.NAME.partial`` with a checkpoint) continues from
     its latest checkpoint; the result equals that of an uninterrupted run (same thread count, CPU).
+
+    Under torchrun every process calls this; rank 0 alone writes the run (and evaluates), the others train
+    with it and return a result without ``run_dir`` or metrics.
     """
     c = config.validate()
     check_names(c)
     name = c.name or f"{c.strategy}-{c.backbone.split(':', 1)[-1].replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not save:
         return _fit(c, None, train, val, test, progress, cache)
-    from .runs.lifecycle import start_run
+    from .runs.lifecycle import RunHandle, partial_dir, start_run
+
+    if not is_main_process():  # a torchrun worker: it trains, reads no run and writes nothing (see _fit)
+        final = Path(c.runs_dir) / name
+        return _fit(c, RunHandle(final, partial_dir(final), resume), train, val, test, False, cache)
 
     with start_run(c.runs_dir, name, overwrite=c.overwrite, resume=resume) as run:
         run.pin_config(c, RESUME_CONFIG)
@@ -210,6 +218,8 @@ def _fit(c: FitConfig, run: Any, train: Dataset | None, val: Dataset | None, tes
     c = dataclasses.replace(c, training=resolve_training(c.training, backbone.meta))
     fit_seconds = time.perf_counter() - t0
     model = result.model
+    if run is not None and not is_main_process():  # rank 0 evaluates and writes the run
+        return FitResult(None, model, labels, {}, {}, result.details)
     if labels["task"] == "regression":
         model.target_mean.fill_(labels["target_mean"])
         model.target_std.fill_(labels["target_std"])

@@ -16,13 +16,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_config_flags(p, FitConfig)
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted fit (runs/NAME) from its latest "
                    "checkpoint; other flags must match the settings it was started with")
+    p.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
+                   help="train data-parallel in N processes on this machine (torchrun; gloo on CPU, NCCL on CUDA) "
+                   "at the same global --batch-size; rank 0 writes the run")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config import FitConfig
     from ..pipeline import fit
 
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "config", "quiet", "resume")}
+    values = {k: v for k, v in vars(args).items()
+              if k not in ("command", "config", "quiet", "resume", "nproc_per_node")}
     base = FitConfig.from_yaml(args.config).to_dict() if args.config else {}
     resume = getattr(args, "resume", None)
     if resume:
@@ -33,7 +37,18 @@ def run(args: argparse.Namespace) -> int:
         p = Path(resume)
         base = {**saved_config(p).to_dict(), **base, "runs_dir": str(p.parent), "name": p.name}
     config = FitConfig.from_dict({**base, **values})
+    nproc = getattr(args, "nproc_per_node", None)
+    from ..distributed.ddp import distributed_env
+
+    if nproc is not None and nproc != 1 and distributed_env() is None:  # not yet a torchrun worker
+        from ..distributed.launch import launch_fit
+        from ..pipeline import check_names
+
+        check_names(config.validate())  # a bad name fails here, in one line, not once per process
+        return launch_fit(config, nproc, resume, args.quiet)  # this process only waits for torchrun
     result = fit(config, progress=not args.quiet, resume=bool(resume))
+    if result.run_dir is None:  # a torchrun worker: rank 0 reports
+        return 0
     from ..evaluation.metrics import headline
 
     name, value = headline(result.metrics, config.task)

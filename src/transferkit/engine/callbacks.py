@@ -57,7 +57,8 @@ class Validation(Callback):
         self.score, self.name = score, name
 
     def on_epoch_end(self, trainer: Any) -> None:
-        trainer.state.metrics[self.name] = float(self.score())
+        # under torchrun rank 0 scores and every process gets its number, so early stopping decides alike
+        trainer.state.metrics[self.name] = float(trainer.accelerator.on_main(self.score))
 
 
 class EpochListener(Callback):
@@ -110,7 +111,7 @@ class EarlyStopping(Callback):
 
     def on_fit_start(self, trainer: Any) -> None:
         if self.initial is not None and not getattr(trainer, "resumed", False):
-            self.best_metric, self.best_epoch = float(self.initial()), 0
+            self.best_metric, self.best_epoch = float(trainer.accelerator.on_main(self.initial)), 0
             self._keep(trainer.model)
 
     def on_epoch_end(self, trainer: Any) -> None:
@@ -152,6 +153,7 @@ class ProgressBar(Callback):
         from tqdm.auto import tqdm
 
         st = trainer.state
+        self.enabled = self.enabled and trainer.accelerator.is_main  # one bar for a torchrun job: rank 0's
         self.bar = tqdm(total=self.total, initial=min(st.seen, self.total), desc=f"{self.desc} {st.epoch}/{st.epochs}",
                         unit="ex", disable=not self.enabled, leave=False)
 
@@ -179,9 +181,12 @@ class TensorBoard(Callback):
     def on_fit_start(self, trainer: Any) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(self.log_dir))
+        if trainer.accelerator.is_main:  # rank 0 alone writes
+            self.writer = SummaryWriter(str(self.log_dir))
 
     def on_epoch_end(self, trainer: Any) -> None:
+        if self.writer is None:
+            return
         m, e = trainer.state.metrics, trainer.state.epoch
         for k, v in m.items():
             if k not in ("epoch", "seconds"):
@@ -213,10 +218,12 @@ class Checkpoint(Callback):
 
     def on_fit_start(self, trainer: Any) -> None:
         trainer.resumed = False
-        d = latest_checkpoint(self.root) if self.resume else None
-        if d is None:
+        if not self.resume:
             return
-        tensors, meta = load_checkpoint(d)
+        found = trainer.accelerator.on_main(self._read_latest)  # rank 0 reads it, every process loads it
+        if found is None:
+            return
+        d, (tensors, meta) = found
         saved = meta.get("fingerprint", {})
         if saved != self.fingerprint:
             from ..errors import ConfigError
@@ -227,7 +234,13 @@ class Checkpoint(Callback):
         trainer.load_state_dict(tensors, meta)
         trainer.resumed = True
 
-    def save(self, trainer: Any) -> Path:
+    def _read_latest(self) -> tuple[str, tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]] | None:
+        d = latest_checkpoint(self.root)
+        return None if d is None else (str(d), load_checkpoint(d))
+
+    def save(self, trainer: Any) -> Path | None:
+        if not trainer.accelerator.is_main:  # rank 0 alone writes: every process holds the same state
+            return None
         tensors, meta = trainer.state_dict()
         meta["fingerprint"] = self.fingerprint
         self.written += 1

@@ -8,7 +8,8 @@ MLM) hands it a model, a batch plan, an *objective* and callbacks; the loop does
   ``collate(item) -> batch`` reads the data.
 * callbacks (:mod:`transferkit.engine.callbacks`): validation, early stopping, progress, TensorBoard and
   checkpoints hook into named events; the loop itself knows none of them.
-* the :class:`~transferkit.engine.accelerator.Accelerator` owns device, precision, seeds and threads.
+* the :class:`~transferkit.engine.accelerator.Accelerator` owns device, precision, seeds, threads and, under
+  torchrun, distribution: each process runs its share of every global batch (the loop stays the same).
 
 SIGINT / SIGTERM during :meth:`Trainer.fit` stop at the next optimiser step; a checkpoint callback then
 writes a checkpoint, and :class:`TrainingInterrupted` says how to resume.
@@ -167,14 +168,15 @@ class Trainer:
     def _run_batches(self, items: Sequence[Any]) -> None:
         st, acc = self.state, self.accelerator
         for b in range(st.batch, len(items)):
-            batch = acc.to_device(self.collate(items[b]))
+            n = _batch_size(items[b])
+            item, mine = acc.shard(items[b], n)  # under torchrun: this process's share of the global batch
+            batch = acc.to_device(self.collate(item))
             self.emit("on_batch_start", batch)
             with acc.autocast():
                 losses = self.objective(self.model, batch, st)
             loss = next(iter(losses.values()))
-            acc.backward(loss / self.accumulate)
-            n = _batch_size(items[b])
-            st.loss_sum += float(loss.detach()) * n
+            acc.backward(loss * acc.share(mine, n) / self.accumulate)
+            st.loss_sum += acc.sum_over_processes(float(loss.detach()) * mine)
             st.seen += n
             st.logs = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in losses.items()}
             st.batch = b + 1
@@ -192,6 +194,7 @@ class Trainer:
 
     def _stop_if_interrupted(self) -> None:
         st = self.state
+        st.interrupted, st.should_stop = self.accelerator.agree(st.interrupted, st.should_stop)  # all stop together
         if st.interrupted is None:
             return
         self.emit("on_interrupt")
