@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -43,21 +42,11 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import common  # noqa: E402  (benchmarks/peers/common.py: the shared SpamAssassin and image splits)
+from bench_common import log, t_interval, write_json  # noqa: E402
 import markdown_blocks  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "distill"
 TEXT_TEACHER, IMAGE_TEACHER = "packaged:minilm-l6", "packaged:efficientnet_lite0"
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
-    tmp.replace(path)
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -174,18 +163,6 @@ def run_cell(cell: dict[str, Any], s: dict[str, Any], seed: int, teacher: Path, 
 
 
 # -- summary -----------------------------------------------------------------------------------------------------
-def t_interval(diffs: list[float]) -> tuple[float, float | None]:
-    """Mean and the half-width of its 95% t-interval (None for one seed)."""
-    n = len(diffs)
-    mean = sum(diffs) / n
-    if n < 2:
-        return mean, None
-    from scipy import stats
-
-    sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / (n - 1))
-    return mean, float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
-
-
 def _ci(mean: float, half: float | None) -> str:
     return f"{mean:+.4f}" + (f" [{mean - half:+.4f}, {mean + half:+.4f}]" if half is not None else " (1 seed)")
 

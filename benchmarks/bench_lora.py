@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import common  # noqa: E402  (benchmarks/peers/common.py: the shared splits)
+from bench_common import log, t_interval, write_json  # noqa: E402
 import markdown_blocks  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "lora"
@@ -47,17 +47,6 @@ TASKS = {
 ARMS = {"fine-tune": {"strategy": "fine-tune", "lr_scale": 1.0}, "lora": {"strategy": "lora", "lr_scale": 1.0},
         "lora-lr5x": {"strategy": "lora", "lr_scale": 5.0}}
 BASELINE = "fine-tune"
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
-    tmp.replace(path)
 
 
 def settings(quick: bool, seeds: list[int]) -> dict[str, Any]:
@@ -137,18 +126,6 @@ def cell_main(path: Path) -> None:
 
 
 # -- orchestration and report ---------------------------------------------------------------------------------------
-def t_interval(diffs: list[float]) -> tuple[float, float | None]:
-    """Mean and the half-width of its 95% t-interval (None for one seed)."""
-    n = len(diffs)
-    mean = sum(diffs) / n
-    if n < 2:
-        return mean, None
-    from scipy import stats
-
-    sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / (n - 1))
-    return mean, float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
-
-
 def run_all(s: dict[str, Any], threads: int) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
     results: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
     for seed in s["seeds"]:

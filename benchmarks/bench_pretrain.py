@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import common  # noqa: E402  (benchmarks/peers/common.py: the shared SpamAssassin splits)
+from bench_common import log, t_interval, write_json  # noqa: E402
 import markdown_blocks  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "pretrain"
@@ -43,17 +43,6 @@ BASE = "packaged:minilm-l6"
 RUN_NAME = "minilm-spamassassin-mlm"
 FT = {"batch_size": 16, "epochs": 1, "lr": 2e-4, "layer_decay": 1.0, "min_steps": 0, "warmup": 0.1,
       "weight_decay": 0.01}
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
-    tmp.replace(path)
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -157,18 +146,6 @@ def run_cell(cell: dict[str, Any], backbone: str, seed: int, s: dict[str, Any], 
             "seconds": time.perf_counter() - t0, "n_train": int(len(tr)), "n_val": int(len(d["val"])),
             "n_test": int(len(d["test"])), "train_hash": hashlib.sha256(np.asarray(tr).tobytes()).hexdigest()[:12],
             "settings": {"training": cfg.training.to_dict(), "max_length": cfg.max_length}}
-
-
-def t_interval(diffs: list[float]) -> tuple[float, float | None]:
-    """Mean and the half-width of its 95% t-interval (None for one seed)."""
-    n = len(diffs)
-    mean = sum(diffs) / n
-    if n < 2:
-        return mean, None
-    from scipy import stats
-
-    sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / (n - 1))
-    return mean, float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
 
 
 # -- 3. report ---------------------------------------------------------------------------------------------------

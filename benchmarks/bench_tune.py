@@ -37,23 +37,13 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import common  # noqa: E402  (benchmarks/peers/common.py: the shared splits)
+from bench_common import log, write_json  # noqa: E402
 import markdown_blocks  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "tune"
 METHODS = {"tpe-hyperband": {"sampler": "tpe", "pruner": "hyperband"},
            "random": {"sampler": "random", "pruner": "none"}}
 MEMORY_TRIALS = 20
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
-    tmp.replace(path)
 
 
 # -- tasks -------------------------------------------------------------------------------------------------------
