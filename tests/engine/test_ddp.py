@@ -153,6 +153,65 @@ def test_global_batchnorm_is_plain_batchnorm_in_one_process():
     assert sorted(net.state_dict()) == sorted(ref.state_dict())
 
 
+def _global_bn_worker(rank: int, init: str, out: str) -> None:
+    """One of two gloo processes: its half of each batch through a GlobalBatchNorm with pretrained-like stats."""
+    import torch.distributed as dist
+    from safetensors.torch import save_file
+
+    from transferkit.distributed.ddp import convert_batchnorm
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        net = _bn_net()
+        convert_batchnorm(net)
+        ys = []
+        for step in range(3):
+            x = _bn_batch(step)
+            y = net(x[rank * 4:(rank + 1) * 4])
+            y.square().sum().backward()
+            ys.append(y.detach())
+        save_file({"y": torch.cat(ys), "mean": net[0].running_mean, "var": net[0].running_var,
+                   "grad": net[0].weight.grad}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def _bn_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.BatchNorm2d(3))
+    with torch.no_grad():  # far from BatchNorm's initial 0 / 1, as in a pretrained network
+        net[0].running_mean.copy_(torch.tensor([2.0, -1.0, 0.5]))
+        net[0].running_var.copy_(torch.tensor([4.0, 0.25, 1.0]))
+    return net
+
+
+def _bn_batch(step: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(step)
+    return torch.randn(8, 3, 5, 5, generator=g) * torch.tensor([3.0, 0.5, 1.0]).view(1, 3, 1, 1) + 1.5
+
+
+def test_global_batchnorm_over_two_processes_equals_batchnorm_over_the_global_batch(tmp_path):
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    out = tmp_path / "bn.safetensors"
+    mp.spawn(_global_bn_worker, args=(f"file://{tmp_path / 'store'}", str(out)), nprocs=2, join=True)
+    got, other = load_file(f"{out}.0"), load_file(f"{out}.1")
+    ref = _bn_net()
+    ys = []
+    for step in range(3):
+        y = ref(_bn_batch(step))
+        y.square().sum().backward()
+        ys.append(y.detach()[:4])
+    torch.testing.assert_close(got["y"], torch.cat(ys), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got["mean"], ref[0].running_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got["var"], ref[0].running_var, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(other["var"], got["var"])  # every process keeps the same statistics
+    # each process's gradient is that of its rows' loss (through the global statistics): together, the global one
+    torch.testing.assert_close(got["grad"] + other["grad"], ref[0].weight.grad, rtol=1e-4, atol=1e-4)
+
+
 def test_what_rank0_broadcasts_round_trips_without_pickle():
     from transferkit.distributed.ddp import _decode, _encode
 

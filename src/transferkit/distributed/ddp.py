@@ -248,7 +248,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         c, dims = x.shape[1], [0, *range(2, x.dim())]
         shape = [1, c] + [1] * (x.dim() - 2)
         xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in fp32 at least
-        shift = (self.running_mean.detach().to(xf.dtype) if self.running_mean is not None
+        # a copy: the running mean is updated in place below, after the shift is used
+        shift = (self.running_mean.detach().to(xf.dtype, copy=True) if self.running_mean is not None
                  else torch.zeros(c, device=x.device, dtype=xf.dtype))
         xs = xf - shift.view(shape)
         n = torch.tensor([xf.numel() // c], device=x.device, dtype=xf.dtype)
