@@ -215,7 +215,7 @@ def _fit(c: FitConfig, run: Any, train: Dataset | None, val: Dataset | None, tes
         result = STRATEGIES.get(c.strategy)(ctx)
     c = ctx.config  # "auto" resolved to the strategy (and freeze) it chose; saved so the run reproduces
     # settings left to the backbone family (lr) are saved as the numbers used
-    c = dataclasses.replace(c, training=resolve_training(c.training, backbone.meta))
+    c = dataclasses.replace(c, training=resolve_training(c.training, backbone.meta, c.strategy))
     fit_seconds = time.perf_counter() - t0
     model = result.model
     if run is not None and not is_main_process():  # rank 0 evaluates and writes the run

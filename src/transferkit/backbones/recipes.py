@@ -30,6 +30,12 @@ FAMILIES: dict[str, FamilyRecipe] = {
     "scratch": FamilyRecipe(1e-3, "randomly initialised models (scratch:cnn, scratch:transformer)"),
 }
 
+# learning rate of a strategy relative to the family's fine-tuning rate, where it differs (unset: 1)
+STRATEGY_LR_SCALE: dict[str, FamilyRecipe] = {
+    "lora": FamilyRecipe(5.0, "adapters start at zero and train few weights: in benchmarks/bench_lora.py 5x the "
+                              "family rate beat 1x on MiniLM / SpamAssassin and on Lite0 / digits (BENCHMARKS.md)"),
+}
+
 _TRANSFORMER_NAMES = re.compile(r"vit|deit|swin|beit|eva|dino|clip|siglip|bert|roberta|minilm|mpnet|electra|deberta",
                                 re.IGNORECASE)
 
@@ -44,9 +50,11 @@ def family(meta: BackboneMeta) -> str:
     return "convnet"
 
 
-def resolve_training(training: TrainConfig, meta: BackboneMeta) -> TrainConfig:
-    """``training`` with every unset (``None``) family-dependent setting filled for this backbone."""
+def resolve_training(training: TrainConfig, meta: BackboneMeta, strategy: str | None = None) -> TrainConfig:
+    """``training`` with every unset (``None``) family-dependent setting filled for this backbone (and strategy:
+    :data:`STRATEGY_LR_SCALE`)."""
     recipe = FAMILIES[family(meta)]
     if training.lr is None:
-        training = dataclasses.replace(training, lr=recipe.lr)
+        scale = STRATEGY_LR_SCALE[strategy].lr if strategy in STRATEGY_LR_SCALE else 1.0
+        training = dataclasses.replace(training, lr=recipe.lr * scale)
     return training

@@ -40,7 +40,8 @@ class FitContext:
     def training(self, **overrides: Any) -> TrainConfig:
         """The run's training settings, settings left unset filled by the backbone family's defaults
         (:mod:`transferkit.backbones.recipes`), then ``overrides`` (e.g. LP-FT's lower learning rate)."""
-        return dataclasses.replace(resolve_training(self.config.training, self.backbone.meta), **overrides)
+        return dataclasses.replace(resolve_training(self.config.training, self.backbone.meta, self.config.strategy),
+                                   **overrides)
 
     def task_spec(self) -> TaskSpec:
         return TaskSpec(self.config.task, self.config.loss, self.class_weights)
