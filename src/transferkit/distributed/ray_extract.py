@@ -1,6 +1,7 @@
 """Feature extraction on Ray: the data's shards run through Ray Data's ``map_batches`` on a pool of actors, each
-actor an :class:`~transferkit.distributed.embedder.Embedder` (backbone and data loaded once per actor, the chosen
-engine). Only shard descriptors travel to the actors and features come back; this process writes each shard as
+actor an :class:`~transferkit.distributed.embedder.Embedder` (backbone loaded once per actor, the chosen engine;
+the data set as this process listed and checked it, sent once through the object store). Shard descriptors travel
+to the actors, which decode only their shards' rows, and features come back; this process writes each shard as
 soon as its rows are in (so an interrupted extraction resumes shard by shard), then merges them.
 
 Ray is optional: ``pip install 'transferkit[ray]'``.
@@ -102,7 +103,9 @@ def _run_actors(ray: Any, job: FeatureJob, out: Path, ident: dict[str, Any], ds:
     items = [{"shard": s.index, "start": s.rows(len(ds))[0], "stop": s.rows(len(ds))[1]} for s in todo]
     pool = ray.data.ActorPoolStrategy(size=min(actors, len(items)))
     results = (ray.data.from_items(items, override_num_blocks=len(items))
-               .map_batches(Embedder, fn_constructor_args=(job,), batch_size=1, compute=pool,
+               # the listed and checked data go along (once, through the object store): no actor lists and opens
+               # every file again
+               .map_batches(Embedder, fn_constructor_args=(job, None, ds), batch_size=1, compute=pool,
                             num_cpus=job.threads))
     ctx = ray.data.DataContext.get_current()
     bars, ctx.enable_progress_bars = ctx.enable_progress_bars, progress
