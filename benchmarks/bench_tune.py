@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import common  # noqa: E402  (benchmarks/peers/common.py: the shared splits)
 from bench_common import log, write_json  # noqa: E402
 import markdown_blocks  # noqa: E402
+from transferkit.tuning.search import TPE_STARTUP_TRIALS  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "tune"
 METHODS = {"tpe-hyperband": {"sampler": "tpe", "pruner": "hyperband"},
@@ -219,9 +220,9 @@ def markdown(s: dict[str, Any], rows: list[dict[str, Any]], mem: dict[str, Any],
               "there).", "",
               "Target (pruned TPE >= default and >= random on validation, reaching random's best with <= 50% of "
               f"the compute random needed to get there): {'; '.join(verdict)}.", "",
-              "TPE's first 10 trials are random draws (Optuna's `n_startup_trials`) from the same seed as random "
-              "search, so both start from the same configurations; TPE + Hyperband gets more trials into the budget "
-              "by pruning, and proposes from its model after 10.", "",
+              f"TPE's first {TPE_STARTUP_TRIALS} trials are random draws (`n_startup_trials`; Optuna's default is 10) "
+              "from the same seed as random search, so both start from the same configurations; TPE + Hyperband gets "
+              f"more trials into the budget by pruning, and proposes from its model after {TPE_STARTUP_TRIALS}.", "",
               f"Memory: {MEMORY_TRIALS} linear-probe trials on the spam task, first thing in the process (MiniLM "
               f"built per trial, features from the shared cache): resident memory after trial "
               f"{' / '.join(str(i + 1) for i in at)} = {' / '.join(f'{rss[i]:.0f}' for i in at)} MiB, peak "
