@@ -8,7 +8,10 @@ Two tasks, each seed on the same split for every arm:
   a 70/15/15 split), 5 epochs (quick 2), batch 32.
 
 Arms: ``fine-tune`` (all layers) and ``lora`` (default rank 8, alpha 16, dropout 0.05, targets per backbone family) at
-the family's default learning rate, and ``lora-lr5x`` (LoRA at five times it: LoRA is usually run at a higher rate).
+the family's fine-tuning learning rate, ``lora-lr5x`` / ``lora-lr10x`` (five / ten times it: LoRA is usually run at
+a higher rate; 5x is ``--strategy lora``'s default since this benchmark, marked "(default)"), and for the CNN
+``lora-r4-pwl`` (+ ``-lr5x``): rank 4 on the projection convs and the head conv only, the smallest adapter set
+(under 2% of the parameters).
 Per cell (task, arm, seed): test macro-F1, the trainable share of the parameters the model uses, peak RSS of the
 cell's own process, training throughput (training examples per second of training time, validation excluded),
 ``model.safetensors`` of the run (LoRA saves the merged model: the same size) and the size an adapter + head file
@@ -45,7 +48,23 @@ TASKS = {
     "digits-lite0": {"backbone": "packaged:efficientnet_lite0", "modality": "image"},
 }
 ARMS = {"fine-tune": {"strategy": "fine-tune", "lr_scale": 1.0}, "lora": {"strategy": "lora", "lr_scale": 1.0},
-        "lora-lr5x": {"strategy": "lora", "lr_scale": 5.0}}
+        "lora-lr5x": {"strategy": "lora", "lr_scale": 5.0},
+        "lora-lr10x": {"strategy": "lora", "lr_scale": 10.0},
+        # fewer, smaller adapters for CNNs: rank 4 on the projection (pointwise-linear) convs and the head conv only
+        "lora-r4-pwl": {"strategy": "lora", "lr_scale": 1.0, "lora_r": 4, "lora_targets": r"conv_pwl$,conv_head$"},
+        "lora-r4-pwl-lr5x": {"strategy": "lora", "lr_scale": 5.0, "lora_r": 4,
+                             "lora_targets": r"conv_pwl$,conv_head$"}}
+TASK_ARMS = {"spam-minilm": ["fine-tune", "lora", "lora-lr5x", "lora-lr10x"],
+             "digits-lite0": ["fine-tune", "lora", "lora-lr5x", "lora-r4-pwl", "lora-r4-pwl-lr5x"]}
+
+
+def is_default(arm: str) -> bool:
+    """The arm is what ``--strategy lora`` does with no LoRA / lr option given."""
+    from transferkit.backbones.recipes import STRATEGY_LR_SCALE
+
+    a = ARMS[arm]
+    return (a["strategy"] == "lora" and not any(k.startswith("lora_") for k in a)
+            and a["lr_scale"] == STRATEGY_LR_SCALE["lora"].lr)
 BASELINE = "fine-tune"
 
 
@@ -93,7 +112,8 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     meta = create_backbone(t["backbone"], **keys).meta
     lr = resolve_training(TrainConfig(), meta).lr * ARMS[arm]["lr_scale"]
     runs = Path(spec["runs_dir"])
-    cfg = FitConfig.from_dict(dict(backbone=t["backbone"], strategy=ARMS[arm]["strategy"], seed=seed, lr=lr,
+    extra = {k: v for k, v in ARMS[arm].items() if k.startswith("lora_")}
+    cfg = FitConfig.from_dict(dict(backbone=t["backbone"], strategy=ARMS[arm]["strategy"], seed=seed, lr=lr, **extra,
                                    num_threads=spec["threads"], checkpoint_every=0, runs_dir=str(runs),
                                    name=spec["id"], overwrite=True, **keys, **s[task]["training"]))
     t0 = time.perf_counter()
@@ -130,7 +150,7 @@ def run_all(s: dict[str, Any], threads: int) -> dict[str, dict[str, dict[int, di
     results: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
     for seed in s["seeds"]:
         for task in TASKS:
-            for arm in ARMS:
+            for arm in TASK_ARMS[task]:
                 cid = f"{task}-{arm}-seed{seed}"
                 f = OUT / "cells" / f"{cid}.json"
                 want = {"task": task, "arm": arm, "seed": seed, "settings": s[task], "quick": s["quick"],
@@ -184,20 +204,23 @@ def markdown(s: dict[str, Any], rows: list[dict[str, Any]], cmd: str) -> str:
              "throughput = training examples per second of training time; run = `model.safetensors` of the run "
              "(LoRA stores the merged model, so predict / export / serve need no PEFT); adapter + head = the fp32 "
              "size of the trained tensors alone (computed, not written).", "",
-             "| task | arm | lr | macro-F1 | diff vs fine-tune [95% CI] | trainable % | peak RSS MB | train ex/s | "
-             "fit s | run MB | adapter + head MB | seeds |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| task | arm | lr | LoRA r / layers | macro-F1 | diff vs fine-tune [95% CI] | trainable % | peak RSS MB | "
+             "train ex/s | fit s | run MB | adapter + head MB | seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ci = "—" if r["arm"] == BASELINE else f"{r['diff']:+.4f}" + (f" ± {r['half']:.4f}" if r["half"] is not None
                                                                       else "")
         ad = f"{r['adapter_mb']:.2f}" if r["adapter_mb"] else "—"
-        lines.append(f"| {r['task']} | {r['arm']} | {r['lr']:g} | {r['macro_f1']:.4f} | {ci} | "
+        rl = f"{r['lora']['r']} / {r['lora']['layers']}" if r["lora"] else "—"
+        name = f"**{r['arm']}** (default)" if is_default(r["arm"]) else r["arm"]
+        lines.append(f"| {r['task']} | {name} | {r['lr']:g} | {rl} | {r['macro_f1']:.4f} | {ci} | "
                      f"{r['trainable_pct']:.2f} | {r['peak_rss_mb']:.0f} | {r['train_examples_per_s']:.1f} | "
                      f"{r['fit_seconds']:.0f} | {r['run_mb']:.1f} | {ad} | {r['n']} |")
     lora = next((r["lora"] for r in rows if r["lora"]), None) or {}
-    layers = {r["task"]: r["lora"] for r in rows if r["lora"]}
+    layers = {f"{r['task']} {r['arm']}": r["lora"] for r in rows if r["lora"]}
     lines += ["", f"spam-minilm: packaged:minilm-l6, {sp['n_train']} training e-mails (`finetune_subset`), length "
               f"{sp['max_length']}, {_plain(sp['training'])}; digits-lite0: packaged:efficientnet_lite0 at "
-              f"{dg['image_size']} px on scikit-learn digits (70/15/15), {_plain(dg['training'])}. LoRA r {lora.get('r')}, "
+              f"{dg['image_size']} px on scikit-learn digits (70/15/15), {_plain(dg['training'])}. LoRA "
               f"alpha {lora.get('alpha')}, dropout {lora.get('dropout')}; adapted layers: "
               + "; ".join(f"{t}: {v['layers']} ({', '.join(v['layer_names'])})" for t, v in layers.items())
               + f". Raw results: `benchmarks/out/{OUT.name}/`.", ""]
