@@ -125,6 +125,12 @@ def test_fit_hybrid_run_saves_and_predicts_the_same_outputs(tmp_path, spam_jsonl
     preds = np.asarray(run.labels["classes"])[out.argmax(1)]
     acc = float((preds == np.asarray(splits.test.y)).mean())
     assert acc == pytest.approx(r.metrics["accuracy"], abs=1e-9)
+    # an engine in place of the eager backbone (what `serve --engine` uses) keeps the lexical branch
+    from transferkit.features.runtimes import get_runtime
+
+    via_engine = predict_outputs(run.model, Inputs(splits.test, run.model.backbone),
+                                 runtime=get_runtime(run.model.backbone, "eager"))
+    np.testing.assert_allclose(via_engine, out, atol=1e-5)
     assert rc_predict(run, tmp_path) == 0
 
 

@@ -82,14 +82,23 @@ def autocast(precision: str, device_type: str = "cpu"):
 
 
 @torch.inference_mode()
-def predict_outputs(model: TransferModel, inputs: Inputs, batch_size: int = 64, precision: str = "fp32") -> np.ndarray:
-    """Raw head outputs (logits, or the standardised regression value) in dataset order."""
+def predict_outputs(model: TransferModel, inputs: Inputs, batch_size: int = 64, precision: str = "fp32",
+                    runtime: Any = None) -> np.ndarray:
+    """Raw head outputs (logits, or the standardised regression value) in dataset order.
+
+    ``runtime``: a :class:`~transferkit.features.runtimes.Runtime` that runs the backbone in place of eager
+    PyTorch (compiled, ONNX Runtime); the run's head and lexical branch follow it as in ``model.forward``.
+    """
     model.eval()
     device = module_device(model)
     out: np.ndarray | None = None
     for idx in inputs.order(batch_size, shuffle=False):
-        with autocast(precision, device.type):
-            o = model(move_to(inputs.batch(idx), device))
+        if runtime is None:
+            with autocast(precision, device.type):
+                o = model(move_to(inputs.batch(idx), device))
+        else:
+            feats = runtime(runtime.prepare(inputs, idx)).float()
+            o = model.from_features(feats, inputs.batch(idx) if model.lexical is not None else None)
         o = o.float().cpu().numpy()
         if out is None:
             out = np.empty((len(inputs), o.shape[1]), dtype=np.float32)

@@ -30,7 +30,12 @@ class TransferModel(nn.Module):
         self.lexical: nn.Module | None = None
 
     def forward(self, batch: Any) -> torch.Tensor:
-        out = self.head(self.backbone(batch))
+        return self.from_features(self.backbone(batch), batch)
+
+    def from_features(self, features: torch.Tensor, batch: Any = None) -> torch.Tensor:
+        """The outputs from backbone ``features`` already computed (by this backbone or an engine running it);
+        ``batch`` (with its raw texts) is read only by the lexical branch."""
+        out = self.head(features)
         if self.lexical is not None:
             out = out + self.lexical(batch).to(out.dtype)
         return out

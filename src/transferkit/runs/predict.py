@@ -55,23 +55,30 @@ def inputs_to_dataset(run: LoadedRun, items: list[str]) -> Dataset:
     return ds
 
 
-def predict_dataset(run: LoadedRun, ds: Dataset, top_k: int = 3, batch_size: int = 64) -> list[dict[str, Any]]:
-    from ..engine.loop import predict_outputs
+def decode_outputs(run: LoadedRun, out: np.ndarray, top_k: int = 3) -> list[Any]:
+    """Raw head outputs [N, C] -> per row the ``top_k`` best ``(label, probability)`` pairs, best first, or for
+    regression the value in the target's units. The one decoding that ``predict`` and ``serve`` share."""
     from ..evaluation.metrics import softmax
 
-    check_modality(run, ds, f"'{ds.origin}'")
-    out = predict_outputs(run.model, Inputs(ds, run.model.backbone), batch_size)
-    rows: list[dict[str, Any]] = []
     if run.label_map is None:
-        values = out[:, 0] * float(run.model.target_std) + float(run.model.target_mean)
-        return [{"id": i, "prediction": float(v)} for i, v in zip(ds.ids, values)]
+        return [float(v) for v in out[:, 0] * float(run.model.target_std) + float(run.model.target_mean)]
     probs = softmax(out)
     classes = run.label_map.classes
     k = max(1, min(top_k, len(classes)))
-    order = np.argsort(-probs, axis=1)[:, :k]
-    for i, row in enumerate(order):
-        rec: dict[str, Any] = {"id": ds.ids[i], "label": classes[row[0]], "probability": float(probs[i, row[0]])}
-        for r, j in enumerate(row, start=1):
-            rec[f"top{r}_label"], rec[f"top{r}_probability"] = classes[j], float(probs[i, j])
+    return [[(classes[j], float(p[j])) for j in best] for p, best in zip(probs, np.argsort(-probs, axis=1)[:, :k])]
+
+
+def predict_dataset(run: LoadedRun, ds: Dataset, top_k: int = 3, batch_size: int = 64) -> list[dict[str, Any]]:
+    from ..engine.loop import predict_outputs
+
+    check_modality(run, ds, f"'{ds.origin}'")
+    decoded = decode_outputs(run, predict_outputs(run.model, Inputs(ds, run.model.backbone), batch_size), top_k)
+    if run.label_map is None:
+        return [{"id": i, "prediction": v} for i, v in zip(ds.ids, decoded)]
+    rows: list[dict[str, Any]] = []
+    for i, top in zip(ds.ids, decoded):
+        rec: dict[str, Any] = {"id": i, "label": top[0][0], "probability": top[0][1]}
+        for r, (label, p) in enumerate(top, start=1):
+            rec[f"top{r}_label"], rec[f"top{r}_probability"] = label, p
         rows.append(rec)
     return rows

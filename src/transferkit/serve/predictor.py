@@ -1,7 +1,8 @@
 """The served model: a run loaded once, its backbone run by the chosen engine, raw outputs turned into labels.
 
-Eager runs go through :func:`~transferkit.engine.loop.predict_outputs`, the code ``transferkit predict`` uses, so
-answers equal :func:`~transferkit.runs.predict.predict_dataset`'s. Other engines run the backbone through
+Every engine goes through :func:`~transferkit.engine.loop.predict_outputs` and
+:func:`~transferkit.runs.predict.decode_outputs`, the code ``transferkit predict`` uses, so eager answers equal
+:func:`~transferkit.runs.predict.predict_dataset`'s; other engines run the backbone through
 :func:`~transferkit.features.runtimes.get_runtime` (checked against eager on the warm-up batch) and the run's head
 after it. Every method except :meth:`Predictor.format` and :meth:`Predictor.describe` runs in the model thread.
 """
@@ -12,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..backbones.base import ImagePreprocessor
 from ..data import Dataset
 from ..engine.loop import predict_outputs
-from ..evaluation.metrics import softmax
 from ..features.inputs import Inputs
 from ..features.runtimes import Runtime, get_runtime
 from ..runs import load_run
+from ..runs.predict import decode_outputs
 from ..runs.store import LoadedRun
 
 
@@ -77,22 +77,7 @@ class Predictor:
     def outputs(self, items: list[Any]) -> np.ndarray:
         """Raw head outputs [N, C] for ``items`` (texts or decoded images), in order."""
         inputs = Inputs(self.dataset(items), self.run.model.backbone)
-        if self.runtime is None:
-            return predict_outputs(self.run.model, inputs, self.batch_size)
-        return self._engine_outputs(inputs)
-
-    @torch.inference_mode()
-    def _engine_outputs(self, inputs: Inputs) -> np.ndarray:
-        """Backbone features from the engine, then the run's head (and lexical branch), as ``TransferModel``."""
-        model, rt = self.run.model, self.runtime
-        model.eval()
-        out = np.empty((len(inputs), model.final_linear().out_features), dtype=np.float32)
-        for idx in inputs.order(self.batch_size, shuffle=False):
-            o = model.head(rt(rt.prepare(inputs, idx)).float())
-            if model.lexical is not None:
-                o = o + model.lexical(inputs.batch(idx)).to(o.dtype)
-            out[idx] = o.float().numpy()
-        return out
+        return predict_outputs(self.run.model, inputs, self.batch_size, runtime=self.runtime)
 
     def warm_up(self) -> None:
         """One prediction on a blank input: exports / checks the engine before the first request."""
@@ -105,15 +90,12 @@ class Predictor:
     # -- event loop --------------------------------------------------------------------------------------------
     def format(self, out: np.ndarray, top_k: int) -> list[dict[str, Any]]:
         """Per input: the label, its probability and the ``top_k`` best labels (regression: the value)."""
+        decoded = decode_outputs(self.run, out, top_k)
         if self.labels is None:
-            m = self.run.model
-            values = out[:, 0] * float(m.target_std) + float(m.target_mean)
-            return [{"prediction": float(v)} for v in values]
-        probs = softmax(out)  # as predict_dataset computes them
-        k = max(1, min(top_k, len(self.labels)))
+            return [{"prediction": v} for v in decoded]
         rows = []
-        for p, best in zip(probs, np.argsort(-probs, axis=1)[:, :k]):
-            top = [{"label": self.labels[j], "probability": float(p[j])} for j in best]
+        for best in decoded:
+            top = [{"label": label, "probability": p} for label, p in best]
             rows.append({"label": top[0]["label"], "probability": top[0]["probability"], "top_k": top})
         return rows
 
