@@ -374,6 +374,8 @@ class FitConfig(YamlConfig):
     # preprocessing
     image_size: int | None = setting(None, "input size in pixels (default: the backbone's)")
     max_length: int | None = setting(None, "text: tokens per example (default: the backbone's)")
+    pooling: str | None = setting(None, "text encoders: token states -> one vector, mean | cls (default: the "
+                                        "backbone's; cls runs export to stock transformers classifiers)")
     # training (fine-tune, lp-ft): declared once in TrainConfig, shared with adapt and the trainer
     training: TrainConfig = setting(factory=TrainConfig, help="training settings (fine-tune, lp-ft)")
     lora: LoraConfig = setting(factory=LoraConfig, help="LoRA settings (strategy lora)")
@@ -426,6 +428,8 @@ class FitConfig(YamlConfig):
             raise bad_param("FitConfig", "image_size", "an integer >= 8", self.image_size)
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
             raise bad_param("FitConfig", "max_length", "an integer >= 2", self.max_length)
+        if self.pooling not in (None, "mean", "cls"):
+            raise bad_param("FitConfig", "pooling", "'mean' or 'cls'", self.pooling)
         self._validate_bounds()
         return self
 

@@ -186,7 +186,13 @@ def _fit(c: FitConfig, run: Any, train: Dataset | None, val: Dataset | None, tes
     elif choice is not None:
         c = dataclasses.replace(c, backbone=choice.backbone)
     backbone = create_backbone(c.backbone, pretrained=True, image_size=c.image_size, max_length=c.max_length,
-                               seed=c.seed if c.backbone.startswith("scratch:") else None)
+                               pooling=c.pooling, seed=c.seed if c.backbone.startswith("scratch:") else None)
+    if c.pooling is not None and backbone.meta.extra.get("pooling") != c.pooling:
+        got = backbone.meta.extra.get("pooling")
+        raise ConfigError(f"Backbone '{c.backbone}' cannot pool by {c.pooling!r}: "
+                          + (f"its pooling is fixed to {got!r} (a fitted run)" if got else "it has no pooling "
+                             "option (Hugging Face text encoders have: hf:, packaged:minilm-l6)")
+                          + ". Drop --pooling or choose such a backbone.")
     if splits.train.modality != backbone.meta.modality:
         raise DataError(f"Backbone '{c.backbone}' takes {backbone.meta.modality}s but the training data "
                         f"'{splits.train.origin}' are {splits.train.modality}s. Choose a matching backbone "

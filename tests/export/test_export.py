@@ -119,19 +119,14 @@ def held_out(spam_records) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cls_pooled(tiny_bert):
-    """Runs fitted with [CLS] pooling: ``fit`` always builds mean-pooled text encoders, so the pipeline's
-    ``create_backbone`` is wrapped to pass ``pooling="cls"`` (what ``create_backbone`` itself accepts)."""
-    from transferkit import pipeline
-
-    with pytest.MonkeyPatch.context() as mp:
-        make = pipeline.create_backbone
-        mp.setattr(pipeline, "create_backbone", lambda spec, **kw: make(spec, **{**kw, "pooling": "cls"}))
-        yield f"hf:{tiny_bert}"
+    """A tiny BERT; the runs below fit it with ``pooling="cls"``, which the hf export can express."""
+    return f"hf:{tiny_bert}"
 
 
 @pytest.fixture(scope="module")
 def bert_cls_run(runs_dir, cls_pooled, spam_train) -> Path:
-    return _fit(runs_dir, "bert-cls", spam_train, backbone=cls_pooled, strategy="linear-probe", max_length=24)
+    return _fit(runs_dir, "bert-cls", spam_train, backbone=cls_pooled, strategy="linear-probe", max_length=24,
+                pooling="cls")
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +134,7 @@ def bert_regression_run(runs_dir, cls_pooled, spam_records) -> Path:
     texts = texts_of(spam_records[:100])
     target = [float(len(t) % 97) for t in texts]  # a number per text (its length mod 97)
     return _fit(runs_dir, "bert-reg", from_arrays(texts, target), backbone=cls_pooled, strategy="linear-probe",
-                task="regression", max_length=24)
+                task="regression", max_length=24, pooling="cls")
 
 
 @pytest.fixture(scope="module")
@@ -313,9 +308,40 @@ def test_real_minilm_exports_to_onnx_and_hf_refuses_its_mean_pooling(tmp_path, r
     ns = run_card(res.path, texts=held_out)
     want = probabilities(load_run(run_dir), from_arrays(held_out))
     assert np.abs(ns["probabilities"] - want).max() < 1e-4
-    with pytest.raises(ConfigError, match="mean-pools.*trust_remote_code.*--format onnx"):
+    with pytest.raises(ConfigError, match="mean-pools.*trust_remote_code.*--pooling cls.*--format onnx"):
         export_run(run_dir, "hf", tmp_path / "minilm-hf")
     assert time.perf_counter() - t0 < 60
+
+
+def test_cli_run_fitted_with_cls_pooling_exports_to_a_transformers_classifier(tmp_path, spam_records, held_out):
+    """`fit --pooling cls` is the CLI path to a run that `export --format hf` expresses exactly."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+
+    rows = [{"text": t, "label": r["label"]} for t, r in zip(texts_of(spam_records[:60]), spam_records[:60])]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert main(["--quiet", "fit", "--train", str(data), "--backbone", "packaged:minilm-l6", "--pooling", "cls",
+                "--strategy", "linear-probe", "--max-length", "32", "--runs-dir", str(tmp_path / "runs"),
+                "--name", "cls"]) == 0
+    run = load_run(tmp_path / "runs" / "cls")
+    assert run.config.pooling == "cls" and run.model.backbone.pooling == "cls"  # saved and rebuilt as fitted
+    assert main(["--quiet", "export", str(tmp_path / "runs" / "cls"), "--format", "hf", "-o",
+                str(tmp_path / "hf")]) == 0
+    want = probabilities(run, from_arrays(held_out))
+    model = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "hf")).eval()
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    with torch.no_grad():
+        got = model(**tok(held_out, truncation=True, padding=True, return_tensors="pt")).logits.softmax(-1).numpy()
+    assert np.abs(got - want).max() < 1e-4
+
+
+def test_pooling_is_checked_against_the_backbone(tmp_path, digits150):
+    X, y = digits150
+    with pytest.raises(ConfigError, match="'pooling'.*'mean' or 'cls'"):
+        FitConfig(backbone="packaged:minilm-l6", pooling="max").validate()
+    with pytest.raises(ConfigError, match="cannot pool by 'cls'.*no pooling option.*Drop --pooling"):
+        _fit(tmp_path, "img", from_arrays(X, y), backbone="scratch:cnn", image_size=16, pooling="cls")
 
 
 # -- the model card ------------------------------------------------------------------------------------------------

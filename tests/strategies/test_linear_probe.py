@@ -82,6 +82,15 @@ def test_cache_key_depends_on_preprocessing_weights_and_data(tmp_path, digits, l
     random_weights = create_backbone("packaged:efficientnet_lite0", image_size=32, pretrained=False)
     assert cache.key(random_weights, Inputs(ds, random_weights)) != k32
 
+
+def test_cache_key_depends_on_text_pooling(tmp_path):
+    from transferkit.backbones import create_backbone
+
+    cache = FeatureCache(tmp_path)
+    ds = from_arrays(["free money now", "meeting at noon"], ["spam", "ham"])
+    mean, cls = (create_backbone("packaged:minilm-l6", max_length=16, pooling=p) for p in ("mean", "cls"))
+    assert cache.key(mean, Inputs(ds, mean)) != cache.key(cls, Inputs(ds, cls))
+
 def test_cache_returns_the_extracted_features_and_repairs_corrupt_entries(tmp_path, digits, lite0):
     X, y = digits
     cache = FeatureCache(tmp_path)

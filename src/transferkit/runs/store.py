@@ -99,6 +99,7 @@ def rebuild_backbone(path: Path, config: FitConfig, meta: dict[str, Any]) -> Bac
         return b
     spec = meta.get("extra", {}).get("rebuild_spec", meta["spec"])
     b = create_backbone(spec, pretrained=False, image_size=meta.get("input_size"), max_length=meta.get("max_length"),
+                        pooling=meta.get("extra", {}).get("pooling"),
                         **meta.get("extra", {}).get("rebuild_options", {}))  # e.g. a classical:tfidf vocabulary size
     if spec != meta["spec"]:  # a run:PATH backbone: same architecture, no need for the parent run to exist
         b.meta = dataclasses.replace(b.meta, spec=meta["spec"], source=meta.get("source", b.meta.source),
