@@ -11,14 +11,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(COMMAND, help=HELP)
     from ..config import FitConfig
     from .flags import add_config_flags
+    from .parallel import add_nproc_flag
 
     p.add_argument("--config", help="YAML config file (fit keys); flags given here override it")
     add_config_flags(p, FitConfig)
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted fit (runs/NAME) from its latest "
                    "checkpoint; other flags must match the settings it was started with")
-    p.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
-                   help="train data-parallel in N processes on this machine (torchrun; gloo on CPU, NCCL on CUDA) "
-                   "at the same global --batch-size; rank 0 writes the run")
+    add_nproc_flag(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,15 +36,12 @@ def run(args: argparse.Namespace) -> int:
         p = Path(resume)
         base = {**saved_config(p).to_dict(), **base, "runs_dir": str(p.parent), "name": p.name}
     config = FitConfig.from_dict({**base, **values})
-    nproc = getattr(args, "nproc_per_node", None)
-    from ..distributed.ddp import distributed_env
+    from ..pipeline import check_names
+    from .parallel import launch_if_asked
 
-    if nproc is not None and nproc != 1 and distributed_env() is None:  # not yet a torchrun worker
-        from ..distributed.launch import launch_fit
-        from ..pipeline import check_names
-
-        check_names(config.validate())  # a bad name fails here, in one line, not once per process
-        return launch_fit(config, nproc, resume, args.quiet)  # this process only waits for torchrun
+    launched = launch_if_asked(args, COMMAND, config, check_names)  # this process then only waits for torchrun
+    if launched is not None:
+        return launched
     result = fit(config, progress=not args.quiet, resume=bool(resume))
     if result.run_dir is None:  # a torchrun worker: rank 0 reports
         return 0

@@ -20,12 +20,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted pretraining run (runs/NAME) from its "
                    "latest checkpoint; other flags must match the settings it was started with")
     p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    from .parallel import add_nproc_flag
+
+    add_nproc_flag(p, "the run (the encoder)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..pretraining import PretrainConfig, pretrain
 
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "config", "quiet", "resume")}
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "config", "quiet", "resume", "nproc_per_node")}
     base = PretrainConfig.from_yaml(args.config).to_dict() if args.config else {}
     if args.resume:
         from pathlib import Path
@@ -35,7 +38,14 @@ def run(args: argparse.Namespace) -> int:
         p = Path(args.resume)
         base = {**saved_config(p).to_dict(), **base, "runs_dir": str(p.parent), "name": p.name}
     config = PretrainConfig.from_dict({**base, **values})
+    from .parallel import launch_if_asked
+
+    launched = launch_if_asked(args, COMMAND, config)
+    if launched is not None:
+        return launched
     result = pretrain(config, progress=not args.quiet, resume=bool(args.resume))
+    if result.run_dir is None:  # a torchrun worker: rank 0 reports
+        return 0
     m, ho = result.metrics, result.metrics["heldout"]
     before = f"{ho['before']['accuracy']:.4f} -> " if ho.get("before") else ""
     print(f"{config.objective} on {config.backbone}: {m['steps']} steps ({m['stopped']}), final loss "

@@ -1,7 +1,7 @@
-"""``transferkit fit --nproc-per-node N``: the same fit re-run by ``torch.distributed.run`` (torchrun) in N processes
-on this machine. The fit's resolved settings go to the workers as a YAML config, so every process trains exactly
-what was asked; across machines, run ``torchrun --nnodes ... -m transferkit.cli.main fit ...`` yourself (see
-docs/scaling.md)."""
+"""``transferkit fit|pretrain|adapt|distill --nproc-per-node N``: the same command re-run by ``torch.distributed.run``
+(torchrun) in N processes on this machine. The resolved settings go to the workers as a YAML config, so every
+process trains exactly what was asked; across machines, run ``torchrun --nnodes ... -m transferkit.cli.main fit
+...`` yourself (see docs/scaling.md)."""
 from __future__ import annotations
 
 import os
@@ -48,8 +48,9 @@ def run_under_torchrun(nproc: int, args: list[str]) -> int:
             signal.signal(sig, handler)
 
 
-def launch_fit(config: Any, nproc: int, resume: str | None = None, quiet: bool = False) -> int:
-    """Re-run ``transferkit fit`` with ``config`` (a validated ``FitConfig``) in ``nproc`` processes.
+def launch(command: str, config: Any, nproc: int, resume: str | None = None, quiet: bool = False) -> int:
+    """Re-run ``transferkit COMMAND`` (fit, pretrain, adapt, distill) with ``config`` (its validated config) in
+    ``nproc`` processes.
 
     Raises:
         ConfigError: ``nproc`` is not an integer >= 1.
@@ -57,8 +58,8 @@ def launch_fit(config: Any, nproc: int, resume: str | None = None, quiet: bool =
     if not isinstance(nproc, int) or nproc < 1:
         raise ConfigError(f"--nproc-per-node must be an integer >= 1, got {nproc!r}.")
     with tempfile.TemporaryDirectory(prefix="transferkit-launch-") as tmp:
-        path = Path(tmp) / "fit.yaml"
+        path = Path(tmp) / f"{command}.yaml"
         path.write_text(config.to_yaml(), encoding="utf-8")
         args = ["--quiet"] if quiet else []
-        args += ["fit", "--config", str(path), *(["--resume", resume] if resume else [])]
+        args += [command, "--config", str(path), *(["--resume", resume] if resume else [])]
         return run_under_torchrun(nproc, args)

@@ -57,7 +57,12 @@ def pretrain(config: PretrainConfig, data: Dataset | None = None, progress: bool
     name = c.name or f"pretrain-{c.objective}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not save:
         return _pretrain(c, None, data, progress)
-    from ..runs.lifecycle import start_run
+    from ..distributed.ddp import is_main_process
+    from ..runs.lifecycle import RunHandle, partial_dir, start_run
+
+    if not is_main_process():  # a torchrun worker: it trains its share of every batch and writes nothing
+        final = Path(c.runs_dir) / name
+        return _pretrain(c, RunHandle(final, partial_dir(final), resume, "pretrain"), data, False)
 
     with start_run(c.runs_dir, name, overwrite=c.overwrite, resume=resume, log_file="pretrain.log",
                    verb="pretrain") as run:
@@ -125,8 +130,7 @@ def _pretrain(c: PretrainConfig, run: Any, data: Dataset | None, progress: bool)
         fingerprint = {k: v for k, v in c.to_dict().items() if k not in RUN_PLACEMENT}
         fingerprint["data"] = ds.content_hash()
         callbacks.append(Checkpoint(run.checkpoints, s.checkpoint_every, run.resumed, fingerprint))
-    trainer = Trainer(model, M.MLMObjective(), plan, lambda item: masks([train_ex[i] for i in item["idx"]],
-                                                                        item["epoch"], item["batch"]),
+    trainer = Trainer(model, M.MLMObjective(), plan, lambda item: M.collate_share(item, train_ex, masks),
                       M.param_groups(model, s.lr, s.weight_decay), epochs=plan.epochs, lr=s.lr,
                       weight_decay=s.weight_decay, grad_clip=s.grad_clip, schedule=warmup_cosine(s.warmup),
                       steps_per_epoch=plan.per_epoch, callbacks=callbacks, accelerator=acc)
@@ -134,7 +138,7 @@ def _pretrain(c: PretrainConfig, run: Any, data: Dataset | None, progress: bool)
     trainer.resume_hint = run.resume_hint if run is not None else None
     if run is not None and run.resumed:
         before = _saved_before(run.checkpoints)
-    elif run is not None:
+    elif run is not None and acc.is_main:
         from ..runs.store import write_json
 
         write_json(run.checkpoints / "before.json", before)  # the held-out score of the starting weights
@@ -145,7 +149,8 @@ def _pretrain(c: PretrainConfig, run: Any, data: Dataset | None, progress: bool)
     after = evaluate()
     M.copy_encoder_weights(model, backbone.model)
     backbone.eval()
-    stopped = (f"time budget ({c.max_minutes:g} min) after step {st.step}" if budget.stopped_at is not None
+    # a time budget stops every process together (the trainer's agreement), whichever one's clock ran out
+    stopped = (f"time budget ({c.max_minutes:g} min) after step {st.step}" if st.step < c.max_steps
                else f"step budget ({c.max_steps} steps)")
     metrics = {"steps": st.step, "max_steps": c.max_steps, "stopped": stopped,
                "final_loss": curve.curve[-1]["loss"] if curve.curve else None,
@@ -161,7 +166,7 @@ def _pretrain(c: PretrainConfig, run: Any, data: Dataset | None, progress: bool)
     log.info("pretrain done: %s; held-out masked-token accuracy %.4f -> %.4f", stopped,
              before["accuracy"] if before else float("nan"), after["accuracy"])
     result = PretrainResult(None, backbone, metrics, details)
-    if run is not None:
+    if run is not None and acc.is_main:  # under torchrun rank 0 alone writes the run
         _write_run(run, c, result, started)
     return result
 

@@ -153,8 +153,27 @@ class MLMPlan:
         out = []
         for b in range(min(self.per_epoch, max(0, left))):
             idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
-            out.append({"idx": idx, "n": len(idx), "epoch": epoch, "batch": b})
+            # "rows": the whole global batch, kept when torchrun gives this process its share of "idx", so that
+            # every process masks the global batch as one process would and takes its own rows of it
+            out.append({"idx": idx, "n": len(idx), "epoch": epoch, "batch": b, "rows": idx})
         return out
+
+
+def collate_share(item: dict[str, Any], examples: list[dict[str, list[int]]], masks: MaskedBatches
+                  ) -> dict[str, torch.Tensor]:
+    """The masked batch of a plan item: the global batch (``item["rows"]``) padded and masked as one process
+    would, then this process's contiguous share of it (``item["idx"]``; all of it outside torchrun)."""
+    rows = item.get("rows", item["idx"])
+    batch = masks([examples[i] for i in rows], item["epoch"], item["batch"])
+    tokens = int((batch["labels"] != -100).sum())  # masked tokens of the global batch (>= 1)
+    idx, mine = item["idx"], int(item.get("n", len(item["idx"])))
+    if len(idx) != len(rows):
+        lo = int(np.flatnonzero(np.asarray(rows) == idx[0])[0])
+        batch = {k: v[lo:lo + len(idx)] for k, v in batch.items()}
+    # the trainer weights a share's loss by its rows (mine / len(rows)); this scale turns the share's summed
+    # token losses into its part of the global batch's mean over masked tokens (1 / tokens in one process)
+    batch["loss_scale"] = torch.tensor(len(rows) / (max(mine, 1) * tokens) if mine else 0.0)
+    return batch
 
 
 def mask_seed(seed: int, *where: int) -> int:
@@ -225,8 +244,10 @@ class MLMObjective:
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor], state: Any) -> dict[str, torch.Tensor]:
         logits, target = _masked_logits(model, batch)
-        loss = F.cross_entropy(logits, target)
-        return {"loss": loss, "masked_acc": (logits.detach().argmax(-1) == target).float().mean()}
+        n = max(int(target.numel()), 1)  # a torchrun share of a batch may draw no masked token: loss 0
+        total = F.cross_entropy(logits, target, reduction="sum")
+        loss = total * batch["loss_scale"] if "loss_scale" in batch else total / n  # see collate_share
+        return {"loss": loss, "masked_acc": (logits.detach().argmax(-1) == target).float().sum() / n}
 
 
 @torch.inference_mode()
@@ -250,7 +271,8 @@ def evaluate_mlm(model: nn.Module, examples: list[dict[str, list[int]]], masks: 
 # -- callbacks -----------------------------------------------------------------------------------------------------
 class LossCurve(Callback):
     """The training loss (mean of every ``every`` steps) and, every ``eval_every`` steps, the held-out loss and
-    accuracy; kept in checkpoints so a resumed run reports the whole curve."""
+    accuracy; kept in checkpoints so a resumed run reports the whole curve. A step's loss is the trainer's running
+    sum over every process (the global batch's loss under torchrun); ``masked_acc`` is this process's share's."""
 
     order = 60
     key = "mlm_curve"
@@ -260,10 +282,15 @@ class LossCurve(Callback):
         self.curve: list[dict[str, float]] = []
         self.evals: list[dict[str, float]] = []
         self.window = [0.0, 0.0, 0]  # loss sum, accuracy sum, steps
+        self.last = [0.0, 0]  # the trainer's epoch loss sum and rows seen at the previous step
 
     def on_step_end(self, trainer: Any) -> None:
         st = trainer.state
-        self.window[0] += st.logs.get("loss", float("nan"))
+        if st.seen < self.last[1]:  # a new epoch: the trainer's sums started again
+            self.last = [0.0, 0]
+        rows = st.seen - self.last[1]
+        self.window[0] += (st.loss_sum - self.last[0]) / rows if rows else float("nan")
+        self.last = [st.loss_sum, st.seen]
         self.window[1] += st.logs.get("masked_acc", float("nan"))
         self.window[2] += 1
         if st.step % self.every == 0 or st.step >= st.total_steps or st.should_stop:
@@ -279,10 +306,11 @@ class LossCurve(Callback):
         self.window = [0.0, 0.0, 0]
 
     def state_dict(self, trainer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return {}, {"curve": self.curve, "evals": self.evals, "window": self.window}
+        return {}, {"curve": self.curve, "evals": self.evals, "window": self.window, "last": self.last}
 
     def load_state_dict(self, trainer: Any, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         self.curve, self.evals, self.window = list(meta["curve"]), list(meta["evals"]), list(meta["window"])
+        self.last = list(meta.get("last", [0.0, 0]))
 
 
 class TimeBudget(Callback):
