@@ -212,6 +212,7 @@ def test_two_processes_pretrain_what_one_does_and_only_rank0_writes(ref_run, cor
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["ddp"]
     ia, ib = (json.loads((r / "run.json").read_text()) for r in (ref_run, tmp_path / "runs" / "ddp"))
     assert ib["steps"] == STEPS and ib["heldout"]["before"] == ia["heldout"]["before"]
+    assert ib["environment"]["processes"] == "2" and ia["environment"]["processes"] == "1"
     # dropout draws differ per process (measured: losses within 1.9%, weights 0.25% apart after 6 steps)
     for x, y in zip(ia["loss_curve"], ib["loss_curve"], strict=True):
         assert y["loss"] == pytest.approx(x["loss"], rel=0.04)

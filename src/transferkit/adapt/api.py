@@ -118,7 +118,13 @@ def adapt(config: AdaptConfig, source: Dataset | None = None, target: Dataset | 
     name = c.name or f"adapt-{c.method.replace('+', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not save:
         return _adapt(c, None, source, target, target_test, progress, baseline, cache)
-    from ..runs.lifecycle import start_run
+    from ..distributed.ddp import is_main_process
+    from ..runs.lifecycle import RunHandle, partial_dir, start_run
+
+    if not is_main_process():  # a torchrun worker: it trains its share of every batch and writes nothing
+        final = Path(c.runs_dir) / name
+        return _adapt(c, RunHandle(final, partial_dir(final), resume, "adapt"), source, target, target_test,
+                      False, baseline, cache)
 
     with start_run(c.runs_dir, name, overwrite=c.overwrite, resume=resume, log_file="adapt.log",
                    verb="adapt") as run:
@@ -135,7 +141,9 @@ def _adapt(c: AdaptConfig, run: Any, source: Dataset | None, target: Dataset | N
            target_test: Dataset | None, progress: bool, baseline: Baseline | None, cache: Any) -> AdaptResult:
     from ..engine.accelerator import seed_everything, set_threads
 
-    run_dir = run.dir if run is not None else None
+    from ..distributed.ddp import is_main_process
+
+    run_dir = run.dir if run is not None and is_main_process() else None  # rank 0 alone writes the run
     parts = parse_method(c.method)
     started = time.time()
     seed_everything(c.seed)

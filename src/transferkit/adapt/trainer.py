@@ -364,6 +364,6 @@ def train_candidates(model: TransferModel, components: list[Component], data: Do
     trainer.resume_hint = checkpoint.resume_hint if checkpoint is not None else None
     trainer.fit()
     model.eval()
-    if checkpoint is not None:
+    if checkpoint is not None and trainer.accelerator.is_main:  # under torchrun rank 0 alone writes
         save_phase(checkpoint.root, cands.candidates, cands.history)
     return cands.candidates, cands.history

@@ -19,13 +19,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_config_flags(p, AdaptConfig, include_nested={"training": AdaptConfig.TRAINING_FLAGS})
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted adapt run (runs/NAME) from its "
                    "checkpoints; other flags must match the settings it was started with")
+    from .parallel import add_nproc_flag
+
+    add_nproc_flag(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from ..adapt import AdaptConfig, adapt
 
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "config", "quiet", "resume")}
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "config", "quiet", "resume", "nproc_per_node")}
     base = AdaptConfig.from_yaml(args.config).to_dict() if args.config else {}
     if args.resume:
         from pathlib import Path
@@ -41,7 +44,14 @@ def run(args: argparse.Namespace) -> int:
     if "run" in values:
         base.pop("backbone", None)
     config = AdaptConfig.from_dict({**base, **values})
+    from .parallel import launch_if_asked
+
+    launched = launch_if_asked(args, COMMAND, config)
+    if launched is not None:
+        return launched
     result = adapt(config, progress=not args.quiet, resume=bool(args.resume))
+    if result.run_dir is None:  # a torchrun worker: rank 0 reports
+        return 0
     m = result.metrics
     if "adapted" in m:
         print(f"target accuracy: source-only {m['source_only']['accuracy']:.4f}, {config.method} "

@@ -22,13 +22,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted distillation (runs/NAME) from its "
                    "latest checkpoint; other flags must match the settings it was started with")
     p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    from .parallel import add_nproc_flag
+
+    add_nproc_flag(p, "the student run")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..distill import DistillConfig, distill
     from ..distill.report import summary_line
 
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "config", "quiet", "resume")}
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "config", "quiet", "resume", "nproc_per_node")}
     base = DistillConfig.from_yaml(args.config).to_dict() if args.config else {}
     if args.resume:
         from pathlib import Path
@@ -38,7 +41,14 @@ def run(args: argparse.Namespace) -> int:
         p = Path(args.resume)
         base = {**saved_config(p).to_dict(), **base, "runs_dir": str(p.parent), "name": p.name}
     config = DistillConfig.from_dict({**base, **values})
+    from .parallel import launch_if_asked
+
+    launched = launch_if_asked(args, COMMAND, config)
+    if launched is not None:
+        return launched
     result = distill(config, progress=not args.quiet, resume=bool(args.resume))
+    if result.run_dir is None:  # a torchrun worker: rank 0 reports
+        return 0
     cmp_ = result.comparison
     for key, label in (("teacher", "teacher"), ("student", "student"), ("no_distillation", "no distillation")):
         r = cmp_.get(key)

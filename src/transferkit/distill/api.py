@@ -73,7 +73,13 @@ def distill(config: DistillConfig, train: Dataset | None = None, unlabelled: Dat
     name = c.name or f"distill-{label.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not save:
         return _distill(c, None, train, unlabelled, val, test, progress, cache)
-    from ..runs.lifecycle import start_run
+    from ..distributed.ddp import is_main_process
+    from ..runs.lifecycle import RunHandle, partial_dir, start_run
+
+    if not is_main_process():  # a torchrun worker: it trains its share of every batch and writes nothing
+        final = Path(c.runs_dir) / name
+        return _distill(c, RunHandle(final, partial_dir(final), resume, "distill"), train, unlabelled, val, test,
+                        False, cache)
 
     with start_run(c.runs_dir, name, overwrite=c.overwrite, resume=resume, log_file="distill.log",
                    verb="distill") as run:
@@ -100,7 +106,9 @@ def _phase(run: Any, name: str, model: TransferModel, fingerprint: dict[str, Any
     t0 = time.perf_counter()
     hist = train(spec)
     seconds = time.perf_counter() - t0
-    if root is not None:
+    from ..distributed.ddp import is_main_process
+
+    if root is not None and is_main_process():  # under torchrun rank 0 alone writes
         root.mkdir(parents=True, exist_ok=True)
         save_model(model, str(root / "done.safetensors"))
         write_json(root / PHASE_DONE, {**dataclasses.asdict(hist), "seconds": seconds})  # lands last
@@ -173,6 +181,10 @@ def _distill(c: DistillConfig, run: Any, train: Dataset | None, unlabelled: Data
             baseline, tr_in, data.y_train, va_in, data.y_val, settings, seed=c.seed, progress=progress,
             desc="no distillation", checkpoint=ck), c.training.checkpoint_every)
     # -- evaluation and footprint ------------------------------------------------------------------------------------
+    from ..distributed.ddp import is_main_process
+
+    if not is_main_process():  # rank 0 alone evaluates, times (on a machine the others no longer load) and writes
+        return DistillResult(None, student, labels, {}, {}, {}, baseline)
     comparison, student_eval = _compare(teacher, student, baseline, te_in, data, labels)
     details = {"student": _describe_student(c, backbone, teacher),
                "sizes": {"train": len(data.splits.train), "val": len(data.splits.val), "test": len(data.splits.test),

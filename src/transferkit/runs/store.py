@@ -54,7 +54,16 @@ def environment() -> dict[str, str]:
 
     return {"transferkit": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "timm": timm.__version__, "transformers": transformers.__version__, "sklearn": sklearn.__version__,
-            "numpy": np.__version__, "platform": platform.platform(), "threads": str(torch.get_num_threads())}
+            "numpy": np.__version__, "platform": platform.platform(), "threads": str(torch.get_num_threads()),
+            "processes": str(_processes())}
+
+
+def _processes() -> int:
+    """How many processes trained the run (torchrun's world size; 1 outside torchrun)."""
+    from ..distributed.ddp import distributed_env
+
+    env = distributed_env()
+    return 1 if env is None else env.world_size
 
 
 def save_model_files(directory: Path, model: TransferModel, config: FitConfig, labels: dict[str, Any]) -> None:
