@@ -82,7 +82,7 @@ def run_study(key: str, verify: int) -> dict:
     folder_name, title, make = STUDIES[key]
     folder = TRANSFER_OUT / folder_name
     settings = json.loads((folder / "study.json").read_text())
-    base = FitConfig.from_dict({k: v for k, v in settings["base"].items()})
+    base = FitConfig.from_dict({k: v for k, v in settings["base"].items() if v is not None})  # None: the default
     data = make()
     if data.content_hash() != settings["data"]:
         raise SystemExit(f"{key}: the data differ from the study's ({folder}); re-run bench_transfer.py first.")

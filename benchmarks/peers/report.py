@@ -91,8 +91,8 @@ def _tk_desc(r: dict) -> str:
     return r.get("description", "fine-tune")
 
 
-def render(meta: dict, res: dict[str, dict]) -> str:
-    L: list[str] = ["## Against what users would pick instead (issues 5, 12)", ""]
+def render(meta: dict, res: dict[str, dict], title: str = "Against what users would pick instead (issues 5, 12)") -> str:
+    L: list[str] = [f"## {title}", ""]
     runs = meta.get("runs") or [meta]
     for m in runs:
         L.append(f"Command: `{m['command']}` (run {m['started']} on commit {m['commit']}; "
@@ -101,15 +101,22 @@ def render(meta: dict, res: dict[str, dict]) -> str:
         L.append("The table merges these runs job by job and seed by seed; both sides of each pair ran back to back "
                  "in the same run for every seed.")
     L.append("")
-    la, lb = meta["load_start"], meta["load_end"]
+    loads = [x for r in res.values() for rec in r.values() for x in (rec.get("load_after") or [])[:1]]
+    loads += [x for x in (meta.get("load_start") or [])[:1] + (meta.get("load_end") or [])[:1]]
+    busy = bool(loads) and max(loads) > (meta.get("cpus") or 2) + 0.5
+    load_text = (f"1-minute load average {min(loads):.1f}-{max(loads):.1f} at the jobs' ends" if loads else
+                 "load not recorded")
     L.append(f"Machine: {meta['cpus']} CPU cores, no GPU. Every job ran in its own fresh Python process with "
              f"{meta['threads']} torch / BLAS thread(s). CPU s = user + system CPU time of the whole job process "
              "(interpreter start, imports, model load, training, prediction on the test set); with one thread it "
              "is the job's wall time on an idle machine and, unlike wall time, it hardly grows when other jobs share "
-             "the cores. They did: up to 4-8 processes shared the 2 cores during these runs (load average 4-8), so "
-             "wall times and the training-throughput column (examples / wall seconds of the training call) are shown "
-             "but only the CPU-second ratios compare cleanly. Where a seed's record has no CPU time (the first "
-             "records, written before it was recorded) the CPU column averages the seeds that have it and says how "
+             f"the cores ({load_text}). "
+             + ("More processes than cores ran at times, so wall times and the training-throughput column "
+                "(examples / wall seconds of the training call) are shown but only the CPU-second ratios compare "
+                "cleanly. " if busy else
+                "The load stayed within the core count, so wall times and the training-throughput column "
+                "(examples / wall seconds of the training call) compare too. ")
+             + "Where a seed's record has no CPU time the CPU column averages the seeds that have it and says how "
              "many. Peak memory = the process's RSS high-water mark. Records: `benchmarks/out/peers/full/JOB@SEED.json`.")
     L.append("")
     L.append("Seeds: each seed draws its own stratified split (SpamAssassin: test 600, validation 200, the rest a "

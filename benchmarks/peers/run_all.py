@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -77,6 +78,10 @@ def git_commit() -> str:
         return "unknown"
 
 
+def _title(a: argparse.Namespace) -> dict:
+    return {"title": a.title} if a.title else {}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small data and budgets: a smoke test, not for the table")
@@ -91,15 +96,18 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     ap.add_argument("--merge", action="store_true",
                     help="keep the last run's results for jobs not run now (the table then mixes runs: it says so)")
+    ap.add_argument("--section", default="peers",
+                    help="BENCHMARKS.md block to write (default peers); another name keeps the peers block as it is")
+    ap.add_argument("--title", default=None, help="heading of that block (default: the peers heading)")
     ap.add_argument("--from-results", action="store_true",
                     help="re-render the table from the last run's results.json instead of running the jobs")
     a = ap.parse_args()
     if a.from_results:
         saved = json.loads((OUT / ("quick" if a.quick else "full") / "results.json").read_text(encoding="utf-8"))
-        text = render(saved["meta"], saved["results"])
+        text = render(saved["meta"], saved["results"], **_title(a))
         print(text)
         if not a.no_write and not saved["meta"]["quick"]:
-            update_section(text, "peers")
+            update_section(text, a.section)
         return
     names: list[str] = []
     for item in a.only.split(","):
@@ -115,7 +123,9 @@ def main() -> None:
             "load_start": os.getloadavg(), "threads": a.threads, "quick": a.quick, "cpus": os.cpu_count(),
             "command": "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/peers/run_all.py"
                        + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only != ",".join(GROUPS) else "")
-                       + (f" --threads {a.threads}" if a.threads != 1 else "") + f" --seeds {a.seeds}"}
+                       + (f" --threads {a.threads}" if a.threads != 1 else "") + f" --seeds {a.seeds}"
+                       + (f" --section {a.section}" if a.section != "peers" else "")
+                       + (f" --title {shlex.quote(a.title)}" if a.title else "")}
     seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
     t0 = time.perf_counter()
     results: dict[str, dict[str, dict]] = {n: {} for n in names}
@@ -140,11 +150,11 @@ def main() -> None:
         results = merged
     (out_dir / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=float),
                                           encoding="utf-8")
-    text = render(meta, results)
+    text = render(meta, results, **_title(a))
     print(text)
     if not a.no_write and not a.quick:
-        update_section(text, "peers")
-        print("[peers] BENCHMARKS.md updated (peers section)")
+        update_section(text, a.section)
+        print(f"[peers] BENCHMARKS.md updated ({a.section} section)")
 
 
 if __name__ == "__main__":
