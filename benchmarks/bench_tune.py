@@ -93,18 +93,19 @@ def trials_record(study_dir: Path, name: str) -> list[dict[str, Any]]:
     return out
 
 
-def search(task_name: str, method: str, t: dict[str, Any], minutes: float, cache_dir: Path) -> dict[str, Any]:
+def search(task_name: str, method: str, t: dict[str, Any], minutes: float, cache_dir: Path,
+           seed: int = 0) -> dict[str, Any]:
     from transferkit.features import FeatureCache
     from transferkit.tuning import tune
 
-    name = f"{task_name}-{method}"
+    name = f"{task_name}-{method}" + (f"-s{seed}" if seed else "")
     study_dir = OUT / "runs" / "tune" / name
     shutil.rmtree(study_dir, ignore_errors=True)  # an equal budget: never continue an unfinished search
     base = {**t["base"], "runs_dir": str(OUT / "runs")}
     t0 = time.perf_counter()
     r = tune(base, t["space"], train=t["parts"]["train"], val=t["parts"]["val"], test=t["parts"]["test"],
              study=name, timeout=minutes * 60, trials=10_000, refit=True, progress=False,
-             cache=FeatureCache(cache_dir), **METHODS[method])
+             cache=FeatureCache(cache_dir), seed=seed, **METHODS[method])
     return {"seconds": time.perf_counter() - t0, "counts": r.counts, "best_value": r.best_value,
             "best_params": r.best_params, "refit": r.refit, "trials": trials_record(study_dir, name)}
 
@@ -152,14 +153,15 @@ def memory(t: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
 
 
 # -- report ------------------------------------------------------------------------------------------------------
-def rows_for(task_name: str, res: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def rows_for(task_name: str, res: dict[str, dict[str, Any]], seed: int = 0, with_default: bool = True
+             ) -> list[dict[str, Any]]:
     tpe, rnd = res["tpe-hyperband"], res["random"]
     default = tpe["refit"]["default"] if tpe["refit"] else None
     target = rnd["best_value"]
     rows = []
     for method, r in res.items():
         c = compute(r["trials"])
-        rows.append({"task": task_name, "method": method, "best_val": r["best_value"],
+        rows.append({"task": task_name, "seed": seed, "method": method, "best_val": r["best_value"],
                      "test": r["refit"]["best"]["test"] if r["refit"] else None, "trials": r["counts"]["finished"]
                      + r["counts"]["fail"], "pruned": r["counts"]["pruned"], "failed": r["counts"]["fail"],
                      "cpu": c["cpu"], "saved": c["saved"], "seconds": r["seconds"]})
@@ -171,9 +173,10 @@ def rows_for(task_name: str, res: dict[str, dict[str, Any]]) -> list[dict[str, A
                                  and tpe_row["best_val"] >= default["val"] - 1e-12
                                  and tpe_row["best_val"] >= (target or 0) - 1e-12
                                  and tpe_row["reach_frac"] is not None and tpe_row["reach_frac"] <= 0.5)
-    rows.append({"task": task_name, "method": "default", "best_val": default["val"] if default else None,
-                 "test": default["test"] if default else None, "trials": 1, "pruned": 0, "failed": 0,
-                 "cpu": None, "saved": 0.0, "seconds": None})
+    if with_default:  # the base config refit: the same for every sampler seed
+        rows.append({"task": task_name, "seed": None, "method": "default",
+                     "best_val": default["val"] if default else None, "test": default["test"] if default else None,
+                     "trials": 1, "pruned": 0, "failed": 0, "cpu": None, "saved": 0.0, "seconds": None})
     return rows
 
 
@@ -186,7 +189,8 @@ def markdown(s: dict[str, Any], rows: list[dict[str, Any]], mem: dict[str, Any],
              f"Command: `{cmd}` ({time.strftime('%Y-%m-%d')}, {s['threads']} torch thread, machine shared with other "
              f"jobs). Each search gets the same wall-time budget (spam {s['minutes']['spam']:g} min, digits "
              f"{s['minutes']['digits']:g} min; `tune(..., timeout=...)`: no trial starts after it), one process, "
-             "SQLite storage, sampler seed 0. TPE + Hyperband (`--sampler tpe --pruner hyperband`, the defaults) vs "
+             f"SQLite storage, sampler seed(s) {', '.join(str(x) for x in s.get('sampler_seeds', [0]))} (each seed: "
+             "one TPE and one random search, both from that seed). TPE + Hyperband (`--sampler tpe --pruner hyperband`, the defaults) vs "
              "random search (`--sampler random --pruner none`) vs the base config unchanged (default). Objective: "
              "validation macro-F1; test macro-F1 of the chosen config from a refit on the same splits (the test "
              "split is used once per config).", "",
@@ -197,8 +201,8 @@ def markdown(s: dict[str, Any], rows: list[dict[str, Any]], mem: dict[str, Any],
              f"{s['sizes']['digits']['train']}, validation {s['sizes']['digits']['val']}, test "
              f"{s['sizes']['digits']['test']}; scratch:cnn fine-tuned at 32 px; space: lr, epochs, batch size, weight "
              "decay, label smoothing, warm-up, head. Base configs: min_steps 0, other settings default.", "",
-             "| task | method | best val F1 | test F1 | trials | pruned | trial CPU s | saved by pruning (CPU s, est.) "
-             "| CPU s to reach random's best val |", "|---|---|---|---|---|---|---|---|---|"]
+             "| task | sampler seed | method | best val F1 | test F1 | trials | pruned | trial CPU s | saved by pruning "
+             "(CPU s, est.) | CPU s to reach random's best val |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         reach = "-"
         if r["method"] == "tpe-hyperband":
@@ -206,13 +210,17 @@ def markdown(s: dict[str, Any], rows: list[dict[str, Any]], mem: dict[str, Any],
                      f"{r['reach']:.0f} ({r['reach_frac']:.0%} of random's)")
         elif r["method"] == "random" and r.get("reach") is not None:
             reach = f"{r['reach']:.0f}"
-        lines.append(f"| {r['task']} | {r['method']} | {_f(r['best_val'])} | {_f(r['test'])} | {r['trials']} | "
+        lines.append(f"| {r['task']} | {_f(r.get('seed'))} | {r['method']} | {_f(r['best_val'])} | {_f(r['test'])} | {r['trials']} | "
                      f"{r['pruned']} | {_f(r['cpu'], 0)} | {_f(r['saved'], 0) if r['method'] != 'default' else '-'} "
                      f"| {reach} |")
     verdict = []
-    for r in rows:
-        if r["method"] == "tpe-hyperband":
-            verdict.append(f"{r['task']}: {'met' if r['target_met'] else 'not met'}")
+    for task_name in dict.fromkeys(r["task"] for r in rows):
+        tp = [r for r in rows if r["task"] == task_name and r["method"] == "tpe-hyperband"]
+        met = [r for r in tp if r["target_met"]]
+        fracs = sorted(r["reach_frac"] for r in tp if r.get("reach_frac") is not None)
+        verdict.append(f"{task_name}: met for {len(met)} of {len(tp)} sampler seed(s)"
+                       + (f" (compute to reach random's best: {', '.join(f'{x:.0%}' for x in fracs)} of random's)"
+                          if fracs else ""))
     rss, peak = mem["rss_mb"], mem["peak_rss_mb"]
     at = [i for i in (0, 4, 9, 19) if i < len(rss)]
     lines += ["", "CPU s to reach random's best val: the trials' CPU seconds, in completion order, until the running "
@@ -238,7 +246,10 @@ def main() -> None:
     ap.add_argument("--minutes-spam", type=float, default=None, help="budget per search (default 20; quick 1)")
     ap.add_argument("--minutes-digits", type=float, default=None, help="budget per search (default 10; quick 0.75)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    ap.add_argument("--sampler-seeds", default="0",
+                    help="comma-separated sampler seeds: one TPE and one random search per seed and task (default 0)")
     args = ap.parse_args()
+    seeds = [int(x) for x in args.sampler_seeds.split(",") if x.strip()]
     common.pin_threads(args.threads)
     global OUT
     if args.quick:
@@ -250,31 +261,35 @@ def main() -> None:
     cache_dir = OUT / "feature-cache"
     tasks = {name: task(name, args.quick, args.threads) for name in ("spam", "digits")}
     s = {"quick": args.quick, "threads": args.threads, "minutes": minutes,
-         "sizes": {k: v["sizes"] for k, v in tasks.items()}, "spam_max_length": tasks["spam"]["base"]["max_length"]}
+         "sizes": {k: v["sizes"] for k, v in tasks.items()}, "spam_max_length": tasks["spam"]["base"]["max_length"],
+         "sampler_seeds": seeds}
     write_json(OUT / "settings.json", s)
     log(f"memory: {MEMORY_TRIALS} linear-probe trials ...")  # first, so that the peak is this phase's own
     mem = memory(tasks["spam"], cache_dir)
     write_json(OUT / "memory.json", mem)
     rows: list[dict[str, Any]] = []
     for name, t in tasks.items():
-        res = {}
-        for method in METHODS:
-            f = OUT / f"{name}-{method}.json"
-            want = {"base": t["base"], "space": t["space"], "minutes": minutes[name], "method": METHODS[method],
-                    "sizes": t["sizes"]}
-            if f.exists() and json.loads(f.read_text()).get("want") == want:
-                res[method] = json.loads(f.read_text())
-                log(f"{name} {method}: reusing {f.relative_to(ROOT)}")
-                continue
-            log(f"{name} {method}: searching for {minutes[name]:g} min ...")
-            res[method] = {"want": want, **search(name, method, t, minutes[name], cache_dir)}
-            write_json(f, res[method])
-            r = res[method]
-            log(f"{name} {method}: {r['counts']}, best val {r['best_value']}, test "
-                f"{r['refit']['best']['test'] if r['refit'] else None}")
-        rows += rows_for(name, res)
+        for i, seed in enumerate(seeds):
+            res = {}
+            for method in METHODS:
+                f = OUT / (f"{name}-{method}.json" if seed == 0 else f"{name}-{method}-s{seed}.json")
+                want = {"base": t["base"], "space": t["space"], "minutes": minutes[name], "method": METHODS[method],
+                        "sizes": t["sizes"], **({"sampler_seed": seed} if seed else {})}
+                if f.exists() and json.loads(f.read_text()).get("want") == want:
+                    res[method] = json.loads(f.read_text())
+                    log(f"{name} {method}: reusing {f.relative_to(ROOT)}")
+                    continue
+                log(f"{name} {method} seed {seed}: searching for {minutes[name]:g} min ...")
+                res[method] = {"want": want, **search(name, method, t, minutes[name], cache_dir, seed)}
+                write_json(f, res[method])
+                r = res[method]
+                log(f"{name} {method}: {r['counts']}, best val {r['best_value']}, test "
+                    f"{r['refit']['best']['test'] if r['refit'] else None}")
+            rows += rows_for(name, res, seed, with_default=i == len(seeds) - 1)
     write_json(OUT / "summary.json", {"settings": s, "rows": rows, "memory": mem})
-    cmd = "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_tune.py" + (" --quick" if args.quick else "")
+    cmd = ("HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_tune.py" + (" --quick" if args.quick else "")
+           + "".join(f" --minutes-{k} {v:g}" for k, v in minutes.items())
+           + (f" --sampler-seeds {args.sampler_seeds}" if seeds != [0] else ""))
     text = markdown(s, rows, mem, cmd)
     markdown_blocks.update_section(text, "tune")
     print(text, flush=True)
