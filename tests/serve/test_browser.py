@@ -109,7 +109,8 @@ def test_page_asks_for_the_api_key(browser, text_run):
         assert page.locator("#main").is_hidden()
         page.locator("#api-key").fill("not-the-key")
         page.locator("#key-submit").click()
-        page.wait_for_function("document.getElementById('key-error').textContent.includes('Wrong API key')")
+        # a locator wait, not wait_for_function: polling a JS string needs eval, which the page's CSP forbids
+        playwright_sync.expect(page.locator("#key-error")).to_contain_text("Wrong API key")
         page.locator("#api-key").fill("page-key")
         page.locator("#key-submit").click()
         page.wait_for_selector("#text-input:not([hidden])")
