@@ -93,12 +93,17 @@ def trials_record(study_dir: Path, name: str) -> list[dict[str, Any]]:
     return out
 
 
+def search_name(task_name: str, method: str, seed: int) -> str:
+    """The study and result-file name of one search (seed 0 keeps the name it had before seeds were added)."""
+    return f"{task_name}-{method}" + (f"-s{seed}" if seed else "")
+
+
 def search(task_name: str, method: str, t: dict[str, Any], minutes: float, cache_dir: Path,
            seed: int = 0) -> dict[str, Any]:
     from transferkit.features import FeatureCache
     from transferkit.tuning import tune
 
-    name = f"{task_name}-{method}" + (f"-s{seed}" if seed else "")
+    name = search_name(task_name, method, seed)
     study_dir = OUT / "runs" / "tune" / name
     shutil.rmtree(study_dir, ignore_errors=True)  # an equal budget: never continue an unfinished search
     base = {**t["base"], "runs_dir": str(OUT / "runs")}
@@ -272,7 +277,7 @@ def main() -> None:
         for i, seed in enumerate(seeds):
             res = {}
             for method in METHODS:
-                f = OUT / (f"{name}-{method}.json" if seed == 0 else f"{name}-{method}-s{seed}.json")
+                f = OUT / f"{search_name(name, method, seed)}.json"
                 want = {"base": t["base"], "space": t["space"], "minutes": minutes[name], "method": METHODS[method],
                         "sizes": t["sizes"], **({"sampler_seed": seed} if seed else {})}
                 if f.exists() and json.loads(f.read_text()).get("want") == want:

@@ -82,6 +82,11 @@ def _title(a: argparse.Namespace) -> dict:
     return {"title": a.title} if a.title else {}
 
 
+def results_file(out_dir: Path, section: str) -> Path:
+    """One results file per BENCHMARKS.md block, so that --merge / --from-results never mix two blocks' runs."""
+    return out_dir / ("results.json" if section == "peers" else f"results-{section}.json")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small data and budgets: a smoke test, not for the table")
@@ -103,7 +108,7 @@ def main() -> None:
                     help="re-render the table from the last run's results.json instead of running the jobs")
     a = ap.parse_args()
     if a.from_results:
-        saved = json.loads((OUT / ("quick" if a.quick else "full") / "results.json").read_text(encoding="utf-8"))
+        saved = json.loads(results_file(OUT / ("quick" if a.quick else "full"), a.section).read_text(encoding="utf-8"))
         text = render(saved["meta"], saved["results"], **_title(a))
         print(text)
         if not a.no_write and not saved["meta"]["quick"]:
@@ -139,7 +144,7 @@ def main() -> None:
                 continue
             results[n][str(seed)] = run_job(n, a.quick, a.threads, out_dir, seed, a.reuse)
     meta.update(total_s=time.perf_counter() - t0, load_end=os.getloadavg())
-    saved_path = out_dir / "results.json"
+    saved_path = results_file(out_dir, a.section)
     if a.merge and saved_path.exists():
         saved = json.loads(saved_path.read_text(encoding="utf-8"))
         merged = {n: dict(r) for n, r in saved["results"].items()}
@@ -148,7 +153,7 @@ def main() -> None:
         runs = saved["meta"].get("runs") or [{k: saved["meta"].get(k) for k in ("started", "commit", "command", "total_s")}]
         meta["runs"] = runs + [{k: meta.get(k) for k in ("started", "commit", "command", "total_s")}]
         results = merged
-    (out_dir / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=float),
+    saved_path.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=float),
                                           encoding="utf-8")
     text = render(meta, results, **_title(a))
     print(text)
