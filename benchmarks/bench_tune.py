@@ -45,6 +45,9 @@ OUT = ROOT / "benchmarks" / "out" / "tune"
 METHODS = {"tpe-hyperband": {"sampler": "tpe", "pruner": "hyperband"},
            "random": {"sampler": "random", "pruner": "none"}}
 MEMORY_TRIALS = 20
+# bumped when the tuner's search changes, so that results of the older search are not reused: 2 = a conditional
+# space (a trial draws only what its strategy reads), repeated configs skipped, grouped multivariate TPE
+REVISION = 2
 
 
 # -- tasks -------------------------------------------------------------------------------------------------------
@@ -89,7 +92,7 @@ def trials_record(study_dir: Path, name: str) -> list[dict[str, Any]]:
         out.append({"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
                     "complete": t.datetime_complete.timestamp() if t.datetime_complete else None,
                     **{k: t.user_attrs.get(k) for k in ("epochs_run", "epochs_planned", "seconds", "cpu_seconds",
-                                                         "rss_mb", "peak_rss_mb")}})
+                                                         "rss_mb", "peak_rss_mb", "repeats")}})
     return out
 
 
@@ -145,12 +148,13 @@ def memory(t: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
 
     name = "spam-memory"
     shutil.rmtree(OUT / "runs" / "tune" / name, ignore_errors=True)
-    space = {"probe_grid": t["space"]["probe_grid"], "head": {"choices": ["linear", "mlp"]},
+    # 40 distinct probe configs (one C each, with or without class weights): no trial repeats another
+    space = {"probe_grid": {"choices": [[round(10 ** (-3 + 6 * i / 19), 6)] for i in range(20)]},
              "class_weights": {"choices": [False, True]}}
     r = tune({**t["base"], "strategy": "linear-probe", "runs_dir": str(OUT / "runs")}, space,
              train=t["parts"]["train"], val=t["parts"]["val"], test=t["parts"]["test"], study=name,
              trials=MEMORY_TRIALS, sampler="random", pruner="none", progress=False, cache=FeatureCache(cache_dir))
-    recs = sorted(trials_record(r.out_dir, name), key=lambda x: x["number"])
+    recs = sorted((x for x in trials_record(r.out_dir, name) if x["state"] == "COMPLETE"), key=lambda x: x["number"])
     rss, peak = [x["rss_mb"] for x in recs], [x["peak_rss_mb"] for x in recs]
     half = len(rss) // 2 - 1
     return {"rss_mb": rss, "peak_rss_mb": peak, "rss_growth_second_half_mb": rss[-1] - rss[half],
@@ -169,6 +173,7 @@ def rows_for(task_name: str, res: dict[str, dict[str, Any]], seed: int = 0, with
         rows.append({"task": task_name, "seed": seed, "method": method, "best_val": r["best_value"],
                      "test": r["refit"]["best"]["test"] if r["refit"] else None, "trials": r["counts"]["finished"]
                      + r["counts"]["fail"], "pruned": r["counts"]["pruned"], "failed": r["counts"]["fail"],
+                     "repeats": r["counts"].get("repeated", 0),
                      "cpu": c["cpu"], "saved": c["saved"], "seconds": r["seconds"]})
     reach, rnd_reach = to_reach(tpe["trials"], target), to_reach(rnd["trials"], target)
     tpe_row = rows[0]
@@ -181,7 +186,7 @@ def rows_for(task_name: str, res: dict[str, dict[str, Any]], seed: int = 0, with
     if with_default:  # the base config refit: the same for every sampler seed
         rows.append({"task": task_name, "seed": None, "method": "default",
                      "best_val": default["val"] if default else None, "test": default["test"] if default else None,
-                     "trials": 1, "pruned": 0, "failed": 0, "cpu": None, "saved": 0.0, "seconds": None})
+                     "trials": 1, "pruned": 0, "failed": 0, "repeats": 0, "cpu": None, "saved": 0.0, "seconds": None})
     return rows
 
 
@@ -191,8 +196,9 @@ def _f(v: Any, digits: int = 4) -> str:
 
 def markdown(s: dict[str, Any], rows: list[dict[str, Any]], mem: dict[str, Any], cmd: str) -> str:
     lines = ["## Hyper-parameter search (`transferkit tune`)", "",
-             f"Command: `{cmd}` ({time.strftime('%Y-%m-%d')}, {s['threads']} torch thread, machine shared with other "
-             f"jobs). Each search gets the same wall-time budget (spam {s['minutes']['spam']:g} min, digits "
+             f"Command: `{cmd}` ({time.strftime('%Y-%m-%d')}, {s['threads']} torch thread per search; the TPE and "
+             "the random searches ran as two processes at the same time, one per core, with `--searches-only "
+             "--methods M`). Each search gets the same wall-time budget (spam {s['minutes']['spam']:g} min, digits "
              f"{s['minutes']['digits']:g} min; `tune(..., timeout=...)`: no trial starts after it), one process, "
              f"SQLite storage, sampler seed(s) {', '.join(str(x) for x in s.get('sampler_seeds', [0]))} (each seed: "
              "one TPE and one random search, both from that seed). TPE + Hyperband (`--sampler tpe --pruner hyperband`, the defaults) vs "
@@ -206,8 +212,9 @@ def markdown(s: dict[str, Any], rows: list[dict[str, Any]], mem: dict[str, Any],
              f"{s['sizes']['digits']['train']}, validation {s['sizes']['digits']['val']}, test "
              f"{s['sizes']['digits']['test']}; scratch:cnn fine-tuned at 32 px; space: lr, epochs, batch size, weight "
              "decay, label smoothing, warm-up, head. Base configs: min_steps 0, other settings default.", "",
-             "| task | sampler seed | method | best val F1 | test F1 | trials | pruned | trial CPU s | saved by pruning "
-             "(CPU s, est.) | CPU s to reach random's best val |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| task | sampler seed | method | best val F1 | test F1 | trials | pruned | repeats skipped | trial CPU s "
+             "| saved by pruning (CPU s, est.) | CPU s to reach random's best val |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         reach = "-"
         if r["method"] == "tpe-hyperband":
@@ -216,7 +223,7 @@ def markdown(s: dict[str, Any], rows: list[dict[str, Any]], mem: dict[str, Any],
         elif r["method"] == "random" and r.get("reach") is not None:
             reach = f"{r['reach']:.0f}"
         lines.append(f"| {r['task']} | {_f(r.get('seed'))} | {r['method']} | {_f(r['best_val'])} | {_f(r['test'])} | {r['trials']} | "
-                     f"{r['pruned']} | {_f(r['cpu'], 0)} | {_f(r['saved'], 0) if r['method'] != 'default' else '-'} "
+                     f"{r['pruned']} | {r.get('repeats', 0)} | {_f(r['cpu'], 0)} | {_f(r['saved'], 0) if r['method'] != 'default' else '-'} "
                      f"| {reach} |")
     verdict = []
     for task_name in dict.fromkeys(r["task"] for r in rows):
@@ -236,6 +243,11 @@ def markdown(s: dict[str, Any], rows: list[dict[str, Any]], mem: dict[str, Any],
               f"TPE's first {TPE_STARTUP_TRIALS} trials are random draws (`n_startup_trials`; Optuna's default is 10) "
               "from the same seed as random search, so both start from the same configurations; TPE + Hyperband gets "
               f"more trials into the budget by pruning, and proposes from its model after {TPE_STARTUP_TRIALS}.", "",
+              "The space is conditional: a trial draws only the settings its strategy reads (a linear-probe trial "
+              "draws the C grid, not lr / epochs / batch size), TPE is multivariate over those groups "
+              "(`group=True`), and a proposal that repeats a config already fitted is skipped without fitting "
+              "(repeats skipped; the next proposal is a random draw): a spam search has only three distinct probe "
+              "configs.", "",
               f"Memory: {MEMORY_TRIALS} linear-probe trials on the spam task, first thing in the process (MiniLM "
               f"built per trial, features from the shared cache): resident memory after trial "
               f"{' / '.join(str(i + 1) for i in at)} = {' / '.join(f'{rss[i]:.0f}' for i in at)} MiB, peak "
@@ -253,7 +265,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     ap.add_argument("--sampler-seeds", default="0",
                     help="comma-separated sampler seeds: one TPE and one random search per seed and task (default 0)")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="run only these searches (with --searches-only: two processes can split the work)")
+    ap.add_argument("--searches-only", action="store_true",
+                    help="run the searches and write their JSON; no memory phase, no BENCHMARKS.md (a later run "
+                         "without it reuses them)")
     args = ap.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        ap.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     seeds = [int(x) for x in args.sampler_seeds.split(",") if x.strip()]
     common.pin_threads(args.threads)
     global OUT
@@ -269,17 +290,19 @@ def main() -> None:
          "sizes": {k: v["sizes"] for k, v in tasks.items()}, "spam_max_length": tasks["spam"]["base"]["max_length"],
          "sampler_seeds": seeds}
     write_json(OUT / "settings.json", s)
-    log(f"memory: {MEMORY_TRIALS} linear-probe trials ...")  # first, so that the peak is this phase's own
-    mem = memory(tasks["spam"], cache_dir)
-    write_json(OUT / "memory.json", mem)
+    mem = None
+    if not args.searches_only:
+        log(f"memory: {MEMORY_TRIALS} linear-probe trials ...")  # first, so that the peak is this phase's own
+        mem = memory(tasks["spam"], cache_dir)
+        write_json(OUT / "memory.json", mem)
     rows: list[dict[str, Any]] = []
     for name, t in tasks.items():
         for i, seed in enumerate(seeds):
             res = {}
-            for method in METHODS:
+            for method in methods:
                 f = OUT / f"{search_name(name, method, seed)}.json"
                 want = {"base": t["base"], "space": t["space"], "minutes": minutes[name], "method": METHODS[method],
-                        "sizes": t["sizes"], **({"sampler_seed": seed} if seed else {})}
+                        "sizes": t["sizes"], "revision": REVISION, **({"sampler_seed": seed} if seed else {})}
                 if f.exists() and json.loads(f.read_text()).get("want") == want:
                     res[method] = json.loads(f.read_text())
                     log(f"{name} {method}: reusing {f.relative_to(ROOT)}")
@@ -290,7 +313,11 @@ def main() -> None:
                 r = res[method]
                 log(f"{name} {method}: {r['counts']}, best val {r['best_value']}, test "
                     f"{r['refit']['best']['test'] if r['refit'] else None}")
-            rows += rows_for(name, res, seed, with_default=i == len(seeds) - 1)
+            if not args.searches_only:
+                rows += rows_for(name, res, seed, with_default=i == len(seeds) - 1)
+    if args.searches_only:
+        log(f"searches written to {OUT.relative_to(ROOT)}/ (no BENCHMARKS.md with --searches-only)")
+        return
     write_json(OUT / "summary.json", {"settings": s, "rows": rows, "memory": mem})
     cmd = ("HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_tune.py" + (" --quick" if args.quick else "")
            + "".join(f" --minutes-{k} {v:g}" for k, v in minutes.items())

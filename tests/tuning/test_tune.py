@@ -27,7 +27,8 @@ from transferkit.tuning import parse_space, tune  # noqa: E402
 
 LP = {"backbone": "scratch:cnn", "strategy": "linear-probe", "image_size": 16, "probe_grid": [1.0],
       "num_threads": 1, "val_fraction": 0.25, "test_fraction": 0.25}
-LP_SPACE = {"probe_grid": {"choices": [[1e-4], [0.1], [1.0]]}, "head": {"choices": ["linear", "mlp"]}}
+# six distinct probe configs (a linear probe reads class_weights and probe_grid, not head or lr)
+LP_SPACE = {"probe_grid": {"choices": [[1e-4], [0.1], [1.0]]}, "class_weights": {"choices": [False, True]}}
 # a fine-tune of a tiny scratch CNN: lr 3e-3 learns (val macro-F1 ~0.09 after epoch 1, ~0.35 after 2); 1e-6 does not
 FT = {**LP, "strategy": "fine-tune", "epochs": 3, "batch_size": 8, "warmup": 0.0, "min_steps": 0}
 FT_SPACE = {"lr": {"choices": [3e-3, 1e-6]}}
@@ -135,19 +136,90 @@ def test_objective_is_the_validation_metric_and_trials_share_one_cache(tmp_path,
     assert cache.hits == 3 * 5 - 2
     splits = load_splits(base)
     values = set()
-    for t in trials_of(r.out_dir / "study.db", "lp"):
+    fitted = [t for t in trials_of(r.out_dir / "study.db", "lp") if t.state.name == "COMPLETE"]
+    assert len(fitted) == 5 and len({json.dumps(t.params, sort_keys=True) for t in fitted}) == 5, "no config twice"
+    for t in fitted:
         cfg = base.updated(**parse_space(LP_SPACE).values(t.params))
         again = fit(cfg, train=splits.train, val=splits.val, test=splits.test, progress=False, save=False,
                     cache=FeatureCache(tmp_path / "cache"))
         assert t.value == pytest.approx(again.val_metrics["macro_f1"], abs=1e-12)
         values.add(round(t.value, 6))
     assert len(values) >= 2, "the space changes the validation metric"
-    assert r.best_value == max(t.value for t in trials_of(r.out_dir / "study.db", "lp"))
+    assert r.best_value == max(t.value for t in fitted)
     assert not (tmp_path / "runs" / "lp").exists() and sorted(os.listdir(tmp_path / "runs")) == ["tune"], \
         "trials write no run"
     # the same study with another space is refused, not mixed
     with pytest.raises(ConfigError, match="Study 'lp' was started with another space"):
         tune(base, {"head": {"choices": ["linear", "mlp"]}}, trials=6, progress=False, study="lp")
+
+
+# -- a conditional space: each strategy draws only what it reads; repeated configs are not refitted -------------
+def test_a_trial_draws_only_the_settings_its_strategy_reads():
+    from optuna.trial import FixedTrial
+
+    space = parse_space({"strategy": {"choices": ["linear-probe", "fine-tune", "classical"]},
+                         "lr": {"low": 1e-5, "high": 1e-2, "log": True}, "epochs": {"low": 1, "high": 3},
+                         "probe_grid": {"choices": [[0.1], [1.0, 10.0]]}, "head": {"choices": ["linear", "mlp"]},
+                         "class_weights": {"choices": [False, True]}})
+    grid = space.params[3].labels[1]
+    # FixedTrial raises for a parameter it was not given: so each of these also checks what is *not* drawn
+    probe = space.suggest(FixedTrial({"strategy": "linear-probe", "probe_grid": grid, "class_weights": True}),
+                          "fine-tune")
+    assert probe == {"strategy": "linear-probe", "probe_grid": [1.0, 10.0], "class_weights": True}
+    ft = space.suggest(FixedTrial({"strategy": "fine-tune", "lr": 1e-3, "epochs": 2, "head": "mlp",
+                                   "class_weights": False}), "linear-probe")
+    assert ft == {"strategy": "fine-tune", "lr": 1e-3, "epochs": 2, "head": "mlp", "class_weights": False}
+    assert space.suggest(FixedTrial({"strategy": "classical", "class_weights": False}), "fine-tune") == \
+        {"strategy": "classical", "class_weights": False}
+    # without a searched strategy, the base config's strategy decides
+    no_strategy = parse_space({"lr": {"low": 1e-5, "high": 1e-2}, "probe_grid": {"choices": [[0.1], [1.0]]}})
+    assert no_strategy.suggest(FixedTrial({"probe_grid": "[0.1]"}), "linear-probe") == {"probe_grid": [0.1]}
+    assert no_strategy.suggest(FixedTrial({"lr": 1e-3}), "fine-tune") == {"lr": 1e-3}
+    # auto chooses among strategies: it may read anything
+    assert no_strategy.suggest(FixedTrial({"lr": 1e-3, "probe_grid": "[1.0]"}), "auto") == \
+        {"lr": 1e-3, "probe_grid": [1.0]}
+
+
+def test_a_repeated_config_is_skipped_and_an_exhausted_space_ends_the_search(tmp_path, digit_folder, monkeypatch,
+                                                                           capsys):
+    from transferkit.tuning import worker
+
+    monkeypatch.setattr(worker, "MAX_REPEATS_IN_A_ROW", 15)
+    base = {**LP, "train": str(digit_folder), "runs_dir": str(tmp_path / "runs")}
+    cache = FeatureCache(tmp_path / "cache")
+    # two distinct linear-probe configs (lr and epochs are not read by a probe, so they are not drawn)
+    space = {"probe_grid": {"choices": [[0.1], [1.0]]}, "lr": {"low": 1e-4, "high": 1e-2, "log": True},
+             "epochs": {"low": 1, "high": 4}}
+    r = tune(base, space, trials=10, sampler="random", cache=cache, progress=False, study="few")
+    assert r.counts["complete"] == 2 and r.counts["fail"] == 0
+    assert r.counts["repeated"] >= 15
+    assert cache.misses == 2 and cache.hits == 3 * 2 - 2, "two fits (3 lookups each: train, val, val as test)"
+    fitted = [t for t in trials_of(r.out_dir / "study.db", "few") if t.state.name == "COMPLETE"]
+    assert sorted(t.params["probe_grid"] for t in fitted) == ["[0.1]", "[1.0]"]
+    assert all(set(t.params) == {"probe_grid"} for t in fitted)
+    assert "nothing new left" in capsys.readouterr().err
+    report = (r.out_dir / "report.md").read_text()
+    assert f"{r.counts['repeated']} proposals repeated a config already fitted" in report
+    assert len((r.out_dir / "trials.csv").read_text().splitlines()) == 1 + 2, "skipped proposals are not rows"
+
+
+def test_optuna_s_failure_warnings_for_skipped_repeats_are_dropped():
+    import logging
+
+    from transferkit.tuning.objective import _QuietRepeats
+
+    f = _QuietRepeats()
+
+    def rec(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("optuna.study._optimize", logging.WARNING, __file__, 1, msg, None, None)
+
+    assert not f.filter(rec("Trial 7 failed with parameters: {'x': 1} because of the following error: "
+                            "RepeatedConfig('the config of trial #3 (already fitted)')."))
+    assert not f.filter(rec("Trial 7 failed with value None."))
+    assert f.filter(rec("Trial 8 failed with parameters: {'x': 2} because of the following error: "
+                        "DataError('bad')."))
+    assert f.filter(rec("Trial 8 failed with value None."))
+    assert f.filter(rec("Trial 9 finished with value: 0.5"))
 
 
 def test_cli_writes_results_and_best_yaml_reproduces_the_best_trial(tmp_path, digit_folder, capsys):
@@ -160,7 +232,7 @@ def test_cli_writes_results_and_best_yaml_reproduces_the_best_trial(tmp_path, di
     assert_png(out / "history.png")
     assert_png(out / "importances.png")
     rows = (out / "trials.csv").read_text().splitlines()
-    assert len(rows) == 1 + 5 and rows[0].startswith("number,state,value,param_probe_grid,param_head")
+    assert len(rows) == 1 + 5 and rows[0].startswith("number,state,value,param_probe_grid,param_class_weights")
     report = (out / "report.md").read_text()
     assert "validation macro_f1" in report and "| default (base config) |" in report and "![Optimisation" in report
     best = optuna.load_study(study_name="base", storage=f"sqlite:///{out / 'study.db'}").best_trial
@@ -293,8 +365,10 @@ def test_two_workers_share_a_sqlite_study(tmp_path, digit_folder):
     assert cli("--quiet", "tune", "--config", cfg, "--space", sp, "--trials", 6, "--workers", 2) == 0
     out = tmp_path / "runs" / "tune" / "base"
     trials = trials_of(out / "study.db")
-    assert states(trials) == {"COMPLETE": 6}
-    assert sorted(t.number for t in trials) == list(range(6))
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(done) == 6 and len({json.dumps(t.params, sort_keys=True) for t in done}) == 6, \
+        "the space's six configs, each fitted once"
+    assert all("repeats" in t.user_attrs for t in trials if t.state.name != "COMPLETE"), "only skipped repeats"
     ran = [int(line.split("ran ")[1].split()[0]) for i in (1, 2)
            for line in (out / "workers" / f"worker-{i}.log").read_text().splitlines() if "ran " in line]
     assert len(ran) == 2 and sum(ran) == 6, ran
@@ -348,8 +422,9 @@ def test_two_workers_share_a_postgresql_study(tmp_path, digit_folder, postgres):
     from transferkit.tuning.storage import with_driver
 
     study = optuna.load_study(study_name="pg", storage=with_driver(postgres))  # psycopg2 under SQLAlchemy 2.1
-    assert states(study.trials) == {"COMPLETE": 5}
-    assert sorted(t.number for t in study.trials) == list(range(5))
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 5 and len({json.dumps(t.params, sort_keys=True) for t in done}) == 5
+    assert all("repeats" in t.user_attrs for t in study.trials if t.state.name != "COMPLETE")
     out = tmp_path / "runs" / "tune" / "pg"
     assert not (out / "study.db").exists() and (out / "best.yaml").is_file()
     assert "postgresql://postgres@127.0.0.1" in (out / "report.md").read_text()

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..baselines import classical_spec
+from ..config import LoraConfig, TrainConfig
 from ..features.cache import FeatureCache  # re-exported: the public name transferkit.strategies.FeatureCache
 from ..registry import Registry
 from .base import FitContext, StrategyResult
@@ -74,15 +75,31 @@ class StrategyTraits:
     modalities: tuple[str, ...] = ("image", "text")
     chooser: bool = False  # chooses and runs another registered strategy
     in_default_study: bool = True  # a column of `compare` studies that name no strategies
+    reads: frozenset[str] | None = None  # the SETTING_GROUPS it reads (None: all of them, the safe default)
 
+
+# Settings that only some strategies read, by group; a field in no group (backbone, image_size, class_weights ...)
+# matters to every strategy. The search (`transferkit tune`) samples a field only where the trial's strategy reads
+# it, so that two trials differing only in settings their strategy ignores count as one config.
+SETTING_GROUPS: dict[str, tuple[str, ...]] = {
+    "training": tuple(f.name for f in fields(TrainConfig)),
+    "lora": tuple(f.name for f in fields(LoraConfig)),
+    "probe_grid": ("probe_grid",),
+    "head": ("head",),
+    "backbone": ("backbone", "candidates", "pooling", "engine"),
+}
+_WITH_BACKBONE = frozenset({"backbone"})
 
 TRAITS: dict[str, StrategyTraits] = {
-    "classical": StrategyTraits(own_backbone=classical_spec),
-    "linear-probe": StrategyTraits(frozen_features=True),
-    "hybrid": StrategyTraits(frozen_features=True, modalities=("text",)),
-    "contrastive": StrategyTraits(modalities=("text",)),
+    "classical": StrategyTraits(own_backbone=classical_spec, reads=frozenset()),
+    "linear-probe": StrategyTraits(frozen_features=True, reads=_WITH_BACKBONE | {"probe_grid"}),
+    "hybrid": StrategyTraits(frozen_features=True, modalities=("text",), reads=_WITH_BACKBONE),
+    "fine-tune": StrategyTraits(reads=_WITH_BACKBONE | {"training", "head"}),
+    "lp-ft": StrategyTraits(reads=_WITH_BACKBONE | {"training", "probe_grid"}),
+    "contrastive": StrategyTraits(modalities=("text",), reads=_WITH_BACKBONE | {"training"}),
     "auto": StrategyTraits(chooser=True),
-    "lora": StrategyTraits(in_default_study=False),  # needs the lora extra (PEFT); asked for by name
+    # needs the lora extra (PEFT); asked for by name
+    "lora": StrategyTraits(in_default_study=False, reads=_WITH_BACKBONE | {"training", "lora", "head"}),
 }
 
 
@@ -92,4 +109,13 @@ def traits(name: str) -> StrategyTraits:
     return TRAITS.get(name, StrategyTraits())
 
 
-__all__ = ["STRATEGIES", "TRAITS", "FitContext", "StrategyResult", "StrategyTraits", "FeatureCache", "traits"]
+def unread_settings(name: str) -> frozenset[str]:
+    """The flat FitConfig fields that strategy ``name`` never reads (empty for a strategy that reads all)."""
+    reads = traits(name).reads
+    if reads is None:
+        return frozenset()
+    return frozenset(f for group, names in SETTING_GROUPS.items() if group not in reads for f in names)
+
+
+__all__ = ["SETTING_GROUPS", "STRATEGIES", "TRAITS", "FitContext", "StrategyResult", "StrategyTraits", "FeatureCache",
+           "traits", "unread_settings"]

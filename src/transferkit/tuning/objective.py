@@ -2,6 +2,8 @@
 metric. Each epoch's validation score reaches the pruner through the engine's :func:`epoch_listener`."""
 from __future__ import annotations
 
+import logging
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -10,12 +12,44 @@ from typing import Any
 
 from ..config import FitConfig
 from ..engine.callbacks import epoch_listener
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, TransferkitError
 from ..features import FeatureCache
 from .search import optuna_module
 from .space import SearchSpace
+from .storage import REPEAT_ATTR
 
-CAUGHT = (ConfigError, DataError)  # a trial failing with these is FAIL and the search goes on
+
+
+class RepeatedConfig(TransferkitError):
+    """The sampler proposed a config that an earlier trial already fitted (see :meth:`Objective.repeats`)."""
+
+
+class _QuietRepeats(logging.Filter):
+    """Drops Optuna's two 'Trial N failed ...' warnings (with a traceback) for a proposal skipped as a repeat:
+    skipping is routine, not a failure to report."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numbers: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        m = re.match(r"Trial (\d+) failed with (parameters|value)", str(record.msg))
+        if m is None:
+            return True
+        if RepeatedConfig.__name__ + "(" in str(record.msg):
+            self.numbers.add(m[1])
+            return False
+        return m[1] not in self.numbers
+
+
+def quiet_repeats() -> None:
+    """Install :class:`_QuietRepeats` on Optuna's optimize logger (once per process)."""
+    log = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _QuietRepeats) for f in log.filters):
+        log.addFilter(_QuietRepeats())
+
+
+CAUGHT = (ConfigError, DataError, RepeatedConfig)  # a trial failing with these is FAIL and the search goes on
 
 
 def memory_mb() -> dict[str, float]:
@@ -79,17 +113,44 @@ class Objective:
                  cache: FeatureCache) -> None:
         self.base, self.space, self.splits, self.metric, self.direction = base, space, splits, metric, direction
         self.cache = cache
+        quiet_repeats()
 
     def config(self, changes: dict[str, Any]) -> FitConfig:
         return self.base.updated(**changes).validate()
 
-    def __call__(self, trial: Any) -> float:
+    @staticmethod
+    def repeats(trial: Any) -> Any:
+        """The earliest trial of ``trial``'s study, finished (complete or pruned) or running in another worker, with
+        exactly its parameters, or None. Fitting it again would cost a trial's compute for a known result (the
+        splits and seed are shared); such a proposal is skipped as FAIL (which the samplers ignore) with the
+        ``repeats`` attribute, and does not count towards the trials asked for. An enqueued trial is never a
+        repeat."""
+        trials = trial.study.get_trials(deepcopy=False)
+        if any(t.number == trial.number and "fixed_params" in t.system_attrs for t in trials):
+            return None  # enqueued (study.enqueue_trial): asked for explicitly, so fitted even if seen before
+        return next((t for t in trials if t.state.name in ("COMPLETE", "PRUNED", "RUNNING")
+                     and t.number != trial.number and t.params == trial.params), None)
+
+    def draw(self, trial: Any) -> dict[str, Any]:
+        """The trial's config changes; :class:`RepeatedConfig` when they repeat another trial's (see
+        :meth:`repeats`)."""
+        changes = self.space.suggest(trial, self.base.strategy)
+        earlier = self.repeats(trial)
+        if earlier is not None:
+            trial.set_user_attr(REPEAT_ATTR, earlier.number)
+            raise RepeatedConfig(f"the config of trial #{earlier.number} (already fitted)")
+        return changes
+
+    def __call__(self, trial: Any, changes: dict[str, Any] | None = None) -> float:
+        """The validation metric of the trial's config (``changes``: what :meth:`draw` returned; drawn here when
+        not given)."""
         from ..pipeline import fit
 
+        changes = self.draw(trial) if changes is None else changes
         t0, cpu0 = time.perf_counter(), time.process_time()
         pruning = EpochPruning(trial, self.direction)
         try:
-            cfg = self.config(self.space.suggest(trial))
+            cfg = self.config(changes)
             trial.set_user_attr("epochs_planned", cfg.training.epochs)
             pruning.last_epoch = cfg.training.epochs
             with epoch_listener(pruning), _no_loader_bars():

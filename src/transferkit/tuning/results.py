@@ -14,6 +14,7 @@ from typing import Any
 from ..config import FitConfig
 from .search import optuna_module
 from .space import SearchSpace
+from .storage import is_repeat
 
 MIN_TRIALS_FOR_IMPORTANCE = 4
 
@@ -36,9 +37,11 @@ def _fmt(v: Any) -> str:
 
 
 def trial_rows(study: Any, space: SearchSpace) -> list[dict[str, Any]]:
-    """One row per trial: number, state, value, the config values of its parameters, epochs, seconds, error."""
+    """One row per fitted trial (proposals skipped as repeats are left out): number, state, value, the config values of its parameters, epochs, seconds, error."""
     rows = []
     for t in study.get_trials(deepcopy=False):
+        if is_repeat(t):  # never fitted: counted in the report, not a row
+            continue
         params = space.values(t.params)
         rows.append({"number": t.number, "state": t.state.name, "value": t.value,
                      **{f"param_{p}": params.get(p) for p in space.names},
@@ -115,7 +118,10 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]], space: SearchS
              f"**validation {s['metric']}** ({s['direction']}). {s['trials']} finished trials requested"
              + (f" (or {s['timeout']:g} s)" if s.get("timeout") else "") + ": "
              f"{c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed"
-             + (f", {c['running']} still running" if c["running"] else "") + ".", "",
+             + (f", {c['running']} still running" if c["running"] else "") + "."
+             + (f" {c['repeated']} proposals repeated a config already fitted (a strategy's unread settings are not "
+                "drawn, so e.g. probe trials differ only in probe settings) and were skipped without fitting."
+                if c.get("repeated") else ""), "",
              f"Every trial is fitted on the same splits ({s['data']}); no trial evaluates the test split. Pruning "
              "sees each epoch's validation score (macro-F1, or minus RMSE for regression) and stops a trial at "
              "an epoch end; pruned and failed trials write no run.", ""]

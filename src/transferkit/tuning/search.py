@@ -5,6 +5,7 @@ for simple comparisons, random search as the baseline.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -28,10 +29,18 @@ def optuna_module() -> Any:
 TPE_STARTUP_TRIALS = 5  # random draws before TPE models the space (Optuna's default 10 is most of a short search)
 
 
-@SAMPLERS.register("tpe", "tree-structured Parzen estimator (Optuna's default; model from trial "
-                          f"{TPE_STARTUP_TRIALS + 1}, constant liar for parallel workers)")
+@SAMPLERS.register("tpe", "tree-structured Parzen estimator (Optuna's default; multivariate over groups of "
+                          f"parameters drawn together, model from trial {TPE_STARTUP_TRIALS + 1}, constant liar "
+                          "for parallel workers)")
 def tpe(seed: int) -> Any:
-    return optuna_module().samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=TPE_STARTUP_TRIALS)
+    """Multivariate TPE with ``group=True``: the space is conditional (a probe trial draws no learning rate), and
+    grouping models each strategy's parameters jointly instead of falling back to independent draws for every
+    parameter that some trials lack."""
+    optuna = optuna_module()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # `group` (since Optuna 2.8)
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=TPE_STARTUP_TRIALS,
+                                          multivariate=True, group=True)
 
 
 @SAMPLERS.register("random", "independent uniform draws from the space (the baseline)")

@@ -104,9 +104,18 @@ class SearchSpace:
     def names(self) -> list[str]:
         return [p.name for p in self.params]
 
-    def suggest(self, trial: Any) -> dict[str, Any]:
-        """This trial's config changes (flat FitConfig keys)."""
-        return {p.name: p.suggest(trial) for p in self.params}
+    def suggest(self, trial: Any, base_strategy: str) -> dict[str, Any]:
+        """This trial's config changes (flat FitConfig keys). The strategy is drawn first (when searched), then
+        only the fields that strategy reads: a linear-probe trial draws no learning rate, so that TPE models each
+        strategy's own settings and two probe trials with the same probe settings are the same config."""
+        from ..strategies import unread_settings
+
+        out: dict[str, Any] = {}
+        for p in sorted(self.params, key=lambda p: p.name != "strategy"):
+            if p.name != "strategy" and p.name in unread_settings(out.get("strategy", base_strategy)):
+                continue
+            out[p.name] = p.suggest(trial)
+        return out
 
     def values(self, optuna_params: dict[str, Any]) -> dict[str, Any]:
         """A stored trial's parameters as config changes."""

@@ -101,10 +101,20 @@ def fail_stale(study: Any) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
+REPEAT_ATTR = "repeats"  # user attribute of a proposal skipped as a repeat: the number of the trial it repeats
+
+
+def is_repeat(trial: Any) -> bool:
+    """A FAIL trial that was never fitted: its parameters repeated an earlier trial's."""
+    return trial.state.name == "FAIL" and REPEAT_ATTR in trial.user_attrs
+
+
 def counts(study: Any) -> dict[str, int]:
     """Trials by state: ``complete``, ``pruned``, ``fail``, ``running``, ``waiting``; ``finished`` = complete +
-    pruned (what ``trials`` counts)."""
-    c = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False))
-    out = {k: c.get(k, 0) for k in ("complete", "pruned", "fail", "running", "waiting")}
+    pruned (what ``trials`` counts); ``repeated``: proposals skipped because an earlier trial had fitted the same
+    config (stored as FAIL, not counted in ``fail``)."""
+    trials = study.get_trials(deepcopy=False)
+    c = Counter("repeated" if is_repeat(t) else t.state.name.lower() for t in trials)
+    out = {k: c.get(k, 0) for k in ("complete", "pruned", "fail", "running", "waiting", "repeated")}
     out["finished"] = out["complete"] + out["pruned"]
     return out

@@ -8,6 +8,7 @@ is marked FAIL once its heartbeat is stale and the worker runs a replacement.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -23,9 +24,12 @@ from .config import TuneConfig
 from .objective import CAUGHT, Objective
 from .search import PRUNERS, SAMPLERS
 from .space import SearchSpace, parse_space
-from .storage import counts, fail_stale, identity, open_storage, open_study
+from .storage import counts, fail_stale, identity, is_repeat, open_storage, open_study
 
 MAX_FAILURES_IN_A_ROW = 5
+# proposals in a row that repeat fitted configs before the search stops: the sampler finds nothing new (a space of
+# few distinct configs, all fitted). Each costs one sampler call, no fitting.
+MAX_REPEATS_IN_A_ROW = 100
 
 
 class TrialSlot:
@@ -76,41 +80,64 @@ def session(base: FitConfig, space: SearchSpace, settings: TuneConfig, splits: A
 
 
 def run_trials(study: Any, objective: Objective, n_trials: int, deadline: float | None, slot: TrialSlot,
-               on_trial: Callable[[Any], None] | None = None, poll: float = 0.5) -> int:
+               on_trial: Callable[[Any], None] | None = None, poll: float = 0.5, explorer: Any = None) -> int:
     """Run trials until ``study`` has ``n_trials`` finished (complete or pruned) or ``deadline`` (``time.time()``)
     passes; returns how many this process ran. A trial failing with a ConfigError / DataError is FAIL and the
-    search goes on, unless 5 fail in a row."""
-    ran = failures = 0
+    search goes on, unless 5 fail in a row. A proposal repeating a fitted config is skipped (not run, not
+    counted), and the next proposal comes from ``explorer`` (random search, seeded by the study's size, by
+    default) instead of the study's sampler: a model-based sampler that has settled on a fitted config (TPE on a
+    linear probe, whose few distinct configs are soon all fitted) would otherwise propose it again and again.
+    After 100 repeats in a row the search stops: the space has nothing new left."""
+    from .search import optuna_module
+
+    ran = failures = repeats = 0
+    sampler = study.sampler
+    if explorer is None:
+        explorer = optuna_module().samplers.RandomSampler(seed=len(study.get_trials(deepcopy=False)))
     last: list[Any] = []
 
     def releasing(trial: Any) -> float:
-        slot.release()  # the trial exists (RUNNING): other workers may count it and start theirs
-        return objective(trial)
+        changes = objective.draw(trial)  # under the slot: no other local worker draws (and misses) the same config
+        slot.release()  # the trial exists (RUNNING) with its parameters: other workers may count it and start theirs
+        return objective(trial, changes)
 
-    while deadline is None or time.time() < deadline:
-        slot.acquire()
-        try:
-            fail_stale(study)
-            c = counts(study)
-            if c["finished"] >= n_trials:
-                break
-            busy = c["finished"] + c["running"] >= n_trials  # the last trials are running elsewhere
-            if not busy:
-                study.optimize(releasing, n_trials=1, catch=CAUGHT, gc_after_trial=True,
-                               callbacks=[lambda s, t: last.append(t)])
-        finally:
-            slot.release()
-        if busy:
-            time.sleep(poll)
-            continue
-        ran += 1
-        trial = last.pop() if last else None
-        failures = failures + 1 if trial is not None and trial.state.name == "FAIL" else 0
-        if failures >= MAX_FAILURES_IN_A_ROW:
-            raise ConfigError(f"{failures} trials in a row failed; the last (#{trial.number}, {trial.params}): "
-                              f"{trial.user_attrs.get('error', 'see the log')}")
-        if on_trial is not None:
-            on_trial(study)
+    try:
+        while deadline is None or time.time() < deadline:
+            slot.acquire()
+            try:
+                fail_stale(study)
+                c = counts(study)
+                if c["finished"] >= n_trials:
+                    break
+                busy = c["finished"] + c["running"] >= n_trials  # the last trials are running elsewhere
+                if not busy:
+                    study.optimize(releasing, n_trials=1, catch=CAUGHT, gc_after_trial=False,
+                                   callbacks=[lambda s, t: last.append(t)])
+            finally:
+                slot.release()
+            if busy:
+                time.sleep(poll)
+                continue
+            trial = last.pop() if last else None
+            repeated = trial is not None and is_repeat(trial)
+            study.sampler = explorer if repeated else sampler
+            if repeated:
+                repeats += 1
+                if repeats >= MAX_REPEATS_IN_A_ROW:
+                    print(f"transferkit: tune: the last {repeats} proposals all repeated configs already fitted; "
+                          "stopping the search (its space has nothing new left).", file=sys.stderr, flush=True)
+                    break
+                continue
+            ran, repeats = ran + 1, 0
+            gc.collect()  # after each fitted trial (not after a skipped repeat, which allocated nothing)
+            failures = failures + 1 if trial is not None and trial.state.name == "FAIL" else 0
+            if failures >= MAX_FAILURES_IN_A_ROW:
+                raise ConfigError(f"{failures} trials in a row failed; the last (#{trial.number}, {trial.params}): "
+                                  f"{trial.user_attrs.get('error', 'see the log')}")
+            if on_trial is not None:
+                on_trial(study)
+    finally:
+        study.sampler = sampler
     return ran
 
 
