@@ -78,8 +78,10 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _title(a: argparse.Namespace) -> dict:
-    return {"title": a.title} if a.title else {}
+def _title(a: argparse.Namespace, meta: dict | None = None) -> dict:
+    """The block's heading: ``--title``, else the one its results were rendered with (``--from-results``)."""
+    title = a.title or (meta or {}).get("title")
+    return {"title": title} if title else {}
 
 
 def results_file(out_dir: Path, section: str) -> Path:
@@ -109,7 +111,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.from_results:
         saved = json.loads(results_file(OUT / ("quick" if a.quick else "full"), a.section).read_text(encoding="utf-8"))
-        text = render(saved["meta"], saved["results"], **_title(a))
+        text = render(saved["meta"], saved["results"], **_title(a, saved["meta"]))
         print(text)
         if not a.no_write and not saved["meta"]["quick"]:
             update_section(text, a.section)
@@ -143,7 +145,7 @@ def main() -> None:
                     results[n][str(seed)] = rec
                 continue
             results[n][str(seed)] = run_job(n, a.quick, a.threads, out_dir, seed, a.reuse)
-    meta.update(total_s=time.perf_counter() - t0, load_end=os.getloadavg())
+    meta.update(total_s=time.perf_counter() - t0, load_end=os.getloadavg(), **_title(a))
     saved_path = results_file(out_dir, a.section)
     if a.merge and saved_path.exists():
         saved = json.loads(saved_path.read_text(encoding="utf-8"))
