@@ -1,8 +1,11 @@
-"""Small helpers shared by the benchmark scripts: timestamped log lines, atomic JSON records, paired intervals."""
+"""Small helpers shared by the benchmark scripts: timestamped log lines, atomic JSON records, paired intervals,
+the offline environment and command line of a ``transferkit`` subprocess."""
 from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -10,6 +13,18 @@ from typing import Any
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def offline_env(threads: int, **extra: str) -> dict[str, str]:
+    """This process's environment for a ``transferkit`` subprocess: offline (no hub downloads), ``threads`` BLAS /
+    OpenMP threads, plus ``extra`` variables."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", **extra}
+
+
+def cli_command(*args: Any) -> list[str]:
+    """``python -m transferkit.cli.main --quiet ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "transferkit.cli.main", "--quiet", *map(str, args)]
 
 
 def write_json(path: Path, obj: Any) -> None:

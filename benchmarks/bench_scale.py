@@ -34,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_common import cli_command, offline_env  # noqa: E402
 from markdown_blocks import update_section
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist10k.npz"
@@ -58,14 +59,14 @@ def mnist_folder(root: Path, n: int) -> Path:
     return root
 
 
-def env(out: Path) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TRANSFERKIT_CACHE": str(out / "cache"),
-            "TRANSFERKIT_ONNX_CACHE": str(out / "onnx")}
+def caches(out: Path) -> dict[str, str]:
+    """The feature and ONNX caches of this benchmark (under its output folder, not the user's)."""
+    return {"TRANSFERKIT_CACHE": str(out / "cache"), "TRANSFERKIT_ONNX_CACHE": str(out / "onnx")}
 
 
 def cli(out: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "transferkit.cli.main", "--quiet", *map(str, args)], env=env(out),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cli_command(*args), env=offline_env(1, **caches(out)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def wait(*procs: subprocess.Popen) -> None:
@@ -89,7 +90,7 @@ def extraction(out: Path, data: Path, small: Path, s: dict[str, Any], engine: st
     from transferkit.features import FeatureCache
     from transferkit.runs.features import export_features
 
-    os.environ.update({k: v for k, v in env(out).items() if k.startswith("TRANSFERKIT_")})
+    os.environ.update(caches(out))
     torch.set_num_threads(1)
     job = FeatureJob(str(data), backbone, image_size=s["size"], engine=engine, threads=1)
     export_features(job.load_backbone(), job.load_data().subset(np.arange(64)), out / "warm.parquet",

@@ -43,6 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_common import cli_command, offline_env  # noqa: E402
 from markdown_blocks import update_section
 
 HOST = "127.0.0.1"  # the only address this script sends to
@@ -134,12 +135,10 @@ class Server:
     def __init__(self, run: Path, threads: int, log: Path, *flags: str) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": str(threads),
-               "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
-        cmd = [sys.executable, "-m", "transferkit.cli.main", "--quiet", "serve", str(run), "--host", HOST,
-               "--port", str(self.port), "--max-inflight", "256", *flags]
+        cmd = cli_command("serve", run, "--host", HOST, "--port", self.port, "--max-inflight", 256, *flags)
         self.log = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=offline_env(threads),
+                                     cwd=ROOT)
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         import httpx
