@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -297,29 +296,27 @@ def candidates_from_tensors(tensors: dict[str, torch.Tensor], meta: list[dict[st
 
 
 def save_phase(root: Path, cands: list[dict[str, Any]], history: list[dict[str, float]]) -> None:
-    """A finished training phase (its candidates and history) beside its checkpoints; ``done.json`` lands last."""
+    """A finished training phase (its candidates and history) beside its checkpoints (the runs' one phase record)."""
     from safetensors.torch import save_file
 
-    from ..engine.checkpoint import write_json_atomic
+    from ..runs.lifecycle import finish_phase
 
-    root.mkdir(parents=True, exist_ok=True)
     tensors, meta = candidates_to_tensors(cands)
-    tmp = root / "done.safetensors.tmp"
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, root / "done.safetensors")
-    write_json_atomic(root / "done.json", {"candidates": meta, "history": history})
+    finish_phase(root, lambda path: save_file({k: v.contiguous() for k, v in tensors.items()}, str(path)),
+                 {"candidates": meta, "history": history})
 
 
 def load_phase(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, float]]] | None:
     """The candidates and history of a finished phase, or None when it has not finished."""
-    if not (root / "done.json").exists():
-        return None
-    import json
-
     from safetensors.torch import load_file
 
-    meta = json.loads((root / "done.json").read_text(encoding="utf-8"))
-    return candidates_from_tensors(load_file(str(root / "done.safetensors")), meta["candidates"]), meta["history"]
+    from ..runs.lifecycle import finished_phase
+
+    done = finished_phase(root)
+    if done is None:
+        return None
+    path, meta = done
+    return candidates_from_tensors(load_file(str(path)), meta["candidates"]), meta["history"]
 
 
 def train_candidates(model: TransferModel, components: list[Component], data: DomainData, s: AdaptSettings,

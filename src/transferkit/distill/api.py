@@ -94,13 +94,13 @@ def _phase(run: Any, name: str, model: TransferModel, fingerprint: dict[str, Any
     """Train one phase (or read it back when a resumed run finished it); returns its history and seconds."""
     from safetensors.torch import load_model, save_model
 
-    from ..runs.lifecycle import PHASE_DONE
-    from ..runs.store import read_run_file, write_json
+    from ..runs.lifecycle import finish_phase, finished_phase
 
     root = run.checkpoints / name if run is not None else None
-    if root is not None and run.resumed and (root / PHASE_DONE).exists():
-        load_model(model, str(root / "done.safetensors"), strict=True)
-        h = read_run_file(root / PHASE_DONE)
+    done = finished_phase(root) if root is not None and run.resumed else None
+    if done is not None:
+        load_model(model, str(done[0]), strict=True)
+        h = done[1]
         return History(h["epochs"], h["best_epoch"], h["best_metric"], h["stopped_early"]), h["seconds"]
     spec = None if root is None else CheckpointSpec(root, every, run.resumed, fingerprint, run.resume_hint)
     t0 = time.perf_counter()
@@ -109,9 +109,7 @@ def _phase(run: Any, name: str, model: TransferModel, fingerprint: dict[str, Any
     from ..distributed.ddp import is_main_process
 
     if root is not None and is_main_process():  # under torchrun rank 0 alone writes
-        root.mkdir(parents=True, exist_ok=True)
-        save_model(model, str(root / "done.safetensors"))
-        write_json(root / PHASE_DONE, {**dataclasses.asdict(hist), "seconds": seconds})  # lands last
+        finish_phase(root, lambda path: save_model(model, str(path)), {**dataclasses.asdict(hist), "seconds": seconds})
     return hist, seconds
 
 

@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +29,34 @@ log = logging.getLogger("transferkit")
 OWNER = ".owner.json"
 CHECKPOINT_DIR = "checkpoint"
 PHASE_DONE = "done.json"  # a finished training phase of a multi-phase run (adapt), beside that phase's checkpoints
+PHASE_TENSORS = "done.safetensors"  # that phase's trained tensors, written before PHASE_DONE
 
 
 def partial_dir(final: Path) -> Path:
     return final.parent / f".{final.name}.partial"
+
+
+def finish_phase(root: Path, write_tensors: Callable[[Path], None], record: dict[str, Any]) -> None:
+    """Mark a training phase finished under ``root``: ``write_tensors(path)`` writes its tensors (safetensors) to a
+    temporary file that is then renamed, and ``record`` (JSON) lands last, so that a crash in between leaves the
+    phase unfinished, never half-written. A resumed run reads it back with :func:`finished_phase`."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / (PHASE_TENSORS + ".tmp")
+    write_tensors(tmp)
+    os.replace(tmp, root / PHASE_TENSORS)
+    write_json_atomic(root / PHASE_DONE, record)
+
+
+def finished_phase(root: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(tensor file, record) of a phase :func:`finish_phase` finished under ``root``, or None."""
+    if not (root / PHASE_DONE).is_file():
+        return None
+    try:
+        record = json.loads((root / PHASE_DONE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"Phase record '{root / PHASE_DONE}' cannot be read ({e}); delete that folder to train the "
+                        "phase again.") from None
+    return root / PHASE_TENSORS, record
 
 
 def process_alive(pid: int) -> bool:
