@@ -244,6 +244,8 @@ def _fit(c: FitConfig, run: Any, train: Dataset | None, val: Dataset | None, tes
     if run is None:
         return fr
     save_model_files(run.dir, model, c, labels)
+    for name, write in result.files.items():  # the strategy's own files (inside the run folder: sealed with it)
+        write(run.dir / name)
     write_json(run.dir / "metrics.json", {"test": test_eval.metrics, "val": val_eval.metrics,
                                              "details": details})
     if result.history is not None:

@@ -22,7 +22,8 @@ from transferkit.errors import ConfigError
 from transferkit.features.inputs import Inputs
 from transferkit.pipeline import fit
 from transferkit.strategies.base import FitContext
-from transferkit.strategies.lora import add_adapters, is_trainable, merge_adapters, resolve_targets
+from transferkit.strategies.lora import (add_adapters, is_trainable, load_unmerged, merge_adapters,
+                                         resolve_targets)
 
 from tests.conftest import stratified_pick
 
@@ -196,3 +197,33 @@ def test_freeze_is_refused_with_lora(monkeypatch, digit_rows):
     with pytest.raises(ConfigError, match="'freeze' parameter of strategy lora must be 0"):
         fit(_config("scratch:cnn", freeze=2), train=from_arrays(*digit_rows, value_max=16), save=False,
             progress=False)
+
+
+def test_a_lora_run_keeps_its_unmerged_adapter_which_rebuilds_the_model(tiny_bert, mail, tmp_path):
+    texts, labels = mail
+    cfg = _config(f"hf:{tiny_bert}", lr=2e-3, runs_dir=str(tmp_path / "runs"), name="lora-adapter")
+    r = fit(cfg, train=from_arrays(texts[:100], labels[:100]), progress=False)
+    d = r.run_dir / "adapter"
+    peft_config = json.loads((d / "adapter_config.json").read_text(encoding="utf-8"))
+    assert peft_config["r"] == cfg.lora.lora_r and peft_config["peft_type"] == "LORA"
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(d / "adapter_model.safetensors"))
+    assert tensors and all(".lora_" in k for k in tensors), "adapter weights only, in PEFT's names"
+    assert (d / "adapter_model.safetensors").stat().st_size < (r.run_dir / "model.safetensors").stat().st_size / 3
+    held = Inputs(from_arrays(texts[100:130]), r.model.backbone)
+    rebuilt = load_unmerged(r.run_dir)
+    assert any(".lora_" in n for n, _ in rebuilt.named_parameters()), "adapters in place, not merged"
+    np.testing.assert_allclose(_outputs(rebuilt, held), _outputs(r.model, held), atol=1e-4, rtol=0)
+    # the run's integrity record covers the adapter files
+    files = json.loads((r.run_dir / "run.json").read_text(encoding="utf-8"))["files"]
+    assert "adapter/adapter_model.safetensors" in files and "adapter/head.safetensors" in files
+
+
+def test_load_unmerged_of_a_run_without_adapter_is_a_one_line_error(tmp_path, digit_rows):
+    X, y = digit_rows
+    cfg = FitConfig.from_dict({"backbone": "scratch:cnn", "strategy": "linear-probe", "image_size": 16,
+                               "runs_dir": str(tmp_path / "runs"), "name": "probe", **FAST})
+    r = fit(cfg, train=from_arrays(X, y, value_max=16), progress=False)
+    with pytest.raises(ConfigError, match="has no unmerged adapter .*only runs of strategy lora keep one"):
+        load_unmerged(r.run_dir)

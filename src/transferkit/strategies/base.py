@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,5 @@ class StrategyResult:
     details: dict[str, Any] = field(default_factory=dict)
     # Head outputs already computed from cached features ({"val": ..., "test": ...}); spares a forward pass.
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    # Extra files of the run: name in the run folder -> writer(path) (LoRA's unmerged adapter)
+    files: dict[str, Callable[[Path], None]] = field(default_factory=dict)

@@ -4,13 +4,16 @@
 The adapters and the head train on the engine's one trainer (``ctx.fit_model``), selected by its ``trainable``
 predicate; every other weight, and every BatchNorm statistic, stays as it was. The run saves the *merged* model
 (``merge_and_unload``), the same architecture as a fine-tuned one, so predict / export / serve / ``load_run`` need
-no PEFT; the merged model's outputs are checked against the adapted one's before it is returned.
+no PEFT; the merged model's outputs are checked against the adapted one's before it is returned. The run keeps the
+unmerged adapter and head too (``adapter/``, PEFT's file format): with the base backbone they rebuild the model
+(:func:`load_unmerged`), so several tasks can share one backbone at a few MB each.
 """
 from __future__ import annotations
 
 import importlib
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from contextlib import contextmanager
 from typing import Any
 
@@ -218,6 +221,7 @@ def fit_lora(ctx: FitContext) -> StrategyResult:
         hist = ctx.fit_model(model, desc="lora", trainable=is_trainable)
         probe = ctx.val.batch(np.arange(min(PARITY_ROWS, len(ctx.val))))
         adapted = _outputs(model, probe)
+    adapter = unmerged_files(lora, model, ctx.config, ctx.n_out)
     model.backbone = merge_adapters(lora)
     for p in model.parameters():  # a plain model again, as a fine-tuned one
         p.requires_grad_(True)
@@ -231,4 +235,75 @@ def fit_lora(ctx: FitContext) -> StrategyResult:
                  "layers": len(targets), "layer_names": layer_kinds(targets), "merge_max_abs_diff": diff,
                  "adapter_head_bytes_fp32": 4 * counts["trainable_params"]}
     return StrategyResult(model, hist, {"best_epoch": hist.best_epoch, "stopped_early": hist.stopped_early,
-                                        **counts, "lora": lora_info})
+                                        **counts, "lora": lora_info}, files={ADAPTER_DIR: adapter})
+
+
+# -- the unmerged adapter -------------------------------------------------------------------------------------------
+ADAPTER_DIR = "adapter"  # in the run: PEFT's adapter_config.json + adapter_model.safetensors, head.safetensors
+
+
+def unmerged_files(lora: Any, model: TransferModel, config: Any, n_out: int) -> Callable[[Path], None]:
+    """A writer of the trained adapter before it is merged: ``adapter_config.json`` and ``adapter_model.safetensors``
+    (PEFT's format and key names), the task head (``head.safetensors``) and ``adapter.json`` (base backbone, head).
+    With the base backbone's weights these rebuild the model (:func:`load_unmerged`): one backbone for several
+    tasks, a few MB per task."""
+    from safetensors.torch import save_file
+
+    peft = _peft()
+    state = {k: v.detach().cpu().clone().contiguous()
+             for k, v in peft.get_peft_model_state_dict(lora, adapter_name=ADAPTER).items()}
+    lora_config = lora.peft_config[ADAPTER]
+    info = {"base_backbone": config.backbone, "image_size": config.image_size, "max_length": config.max_length,
+            "pooling": config.pooling, "head": config.head, "n_out": n_out, "peft": peft.__version__}
+
+    def write(d: Path) -> None:
+        from ..atomic import write_json_atomic
+
+        # the head and the regression target scaling as they are when the run is written (set after the fit)
+        head = {f"head.{k}": v for k, v in model.head.state_dict().items()}
+        head.update({k: getattr(model, k) for k in ("target_mean", "target_std") if hasattr(model, k)})
+        d.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(d / "adapter_model.safetensors"))
+        lora_config.save_pretrained(str(d))
+        save_file({k: v.detach().cpu().clone().contiguous() for k, v in head.items()}, str(d / "head.safetensors"))
+        write_json_atomic(d / "adapter.json", info)
+
+    return write
+
+
+def load_unmerged(run_dir: str | Path) -> TransferModel:
+    """The model of a LoRA run rebuilt *unmerged*: its base backbone (pretrained weights, as at fit time) with the
+    run's adapter and head, PEFT layers in place (outputs equal the merged model's to rounding). Needs PEFT.
+
+    Raises:
+        ConfigError: the run has no adapter (not a LoRA run, or fitted before adapters were kept).
+    """
+    import json
+
+    from safetensors.torch import load_file
+
+    from ..backbones import create_backbone
+
+    d = Path(run_dir) / ADAPTER_DIR
+    if not (d / "adapter.json").is_file():
+        raise ConfigError(f"Run '{run_dir}' has no unmerged adapter ('{ADAPTER_DIR}/adapter.json'): only runs of "
+                          "strategy lora keep one. Load it with load_run instead.")
+    peft = _peft()
+    info = json.loads((d / "adapter.json").read_text(encoding="utf-8"))
+    backbone = create_backbone(info["base_backbone"], pretrained=True, image_size=info["image_size"],
+                               max_length=info["max_length"], pooling=info["pooling"])
+    cfg = peft.LoraConfig.from_pretrained(str(d))
+    lora = peft.LoraModel(backbone, cfg, ADAPTER)
+    result = peft.set_peft_model_state_dict(lora, load_file(str(d / "adapter_model.safetensors")),
+                                            adapter_name=ADAPTER)
+    missing = [k for k in getattr(result, "unexpected_keys", []) if ".lora_" in k]
+    if missing:
+        raise TransferkitError(f"The adapter of run '{run_dir}' does not fit its base backbone "
+                               f"'{info['base_backbone']}' ({missing[0]} unused).")
+    model = TransferModel(backbone, info["n_out"], info["head"])
+    rest = load_file(str(d / "head.safetensors"))
+    model.head.load_state_dict({k[len("head."):]: v for k, v in rest.items() if k.startswith("head.")})
+    for k in ("target_mean", "target_std"):
+        if k in rest:
+            getattr(model, k).copy_(rest[k])
+    return model.eval()
