@@ -218,6 +218,12 @@ def test_a_lora_run_keeps_its_unmerged_adapter_which_rebuilds_the_model(tiny_ber
     # the run's integrity record covers the adapter files
     files = json.loads((r.run_dir / "run.json").read_text(encoding="utf-8"))["files"]
     assert "adapter/adapter_model.safetensors" in files and "adapter/head.safetensors" in files
+    # a damaged adapter file is a one-line error naming the folder
+    (d / "head.safetensors").write_bytes(b"not safetensors")
+    from transferkit.errors import DataError
+
+    with pytest.raises(DataError, match=r"The adapter in '.*adapter' cannot be read .*restore the run folder"):
+        load_unmerged(r.run_dir)
 
 
 def test_load_unmerged_of_a_run_without_adapter_is_a_one_line_error(tmp_path, digit_rows):

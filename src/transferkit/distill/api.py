@@ -109,7 +109,8 @@ def _phase(run: Any, name: str, model: TransferModel, fingerprint: dict[str, Any
     from ..distributed.ddp import is_main_process
 
     if root is not None and is_main_process():  # under torchrun rank 0 alone writes
-        finish_phase(root, lambda path: save_model(model, str(path)), {**dataclasses.asdict(hist), "seconds": seconds})
+        finish_phase(root, lambda path: save_model(model, str(path)),
+                     {**dataclasses.asdict(hist), "seconds": seconds})
     return hist, seconds
 
 

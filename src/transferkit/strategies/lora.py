@@ -13,8 +13,8 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from torch import nn
 from ..config import LoraConfig
 from ..engine.accelerator import module_device, move_to
 from ..engine.model import TransferModel
-from ..errors import ConfigError, TransferkitError, bad_param, suggest
+from ..errors import ConfigError, DataError, TransferkitError, bad_param, suggest
 from ..registry import Registry
 from .base import FitContext, StrategyResult
 
@@ -277,9 +277,11 @@ def load_unmerged(run_dir: str | Path) -> TransferModel:
 
     Raises:
         ConfigError: the run has no adapter (not a LoRA run, or fitted before adapters were kept).
+        DataError: an adapter file is missing or unreadable.
     """
     import json
 
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from ..backbones import create_backbone
@@ -289,19 +291,24 @@ def load_unmerged(run_dir: str | Path) -> TransferModel:
         raise ConfigError(f"Run '{run_dir}' has no unmerged adapter ('{ADAPTER_DIR}/adapter.json'): only runs of "
                           "strategy lora keep one. Load it with load_run instead.")
     peft = _peft()
-    info = json.loads((d / "adapter.json").read_text(encoding="utf-8"))
+    try:
+        info = json.loads((d / "adapter.json").read_text(encoding="utf-8"))
+        cfg = peft.LoraConfig.from_pretrained(str(d))
+        state = load_file(str(d / "adapter_model.safetensors"))
+        rest = load_file(str(d / "head.safetensors"))
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"The adapter in '{d}' cannot be read ({why}); restore the run folder from a backup or fit "
+                        "it again.") from None
     backbone = create_backbone(info["base_backbone"], pretrained=True, image_size=info["image_size"],
                                max_length=info["max_length"], pooling=info["pooling"])
-    cfg = peft.LoraConfig.from_pretrained(str(d))
     lora = peft.LoraModel(backbone, cfg, ADAPTER)
-    result = peft.set_peft_model_state_dict(lora, load_file(str(d / "adapter_model.safetensors")),
-                                            adapter_name=ADAPTER)
-    missing = [k for k in getattr(result, "unexpected_keys", []) if ".lora_" in k]
-    if missing:
+    result = peft.set_peft_model_state_dict(lora, state, adapter_name=ADAPTER)
+    unused = [k for k in getattr(result, "unexpected_keys", []) if ".lora_" in k]
+    if unused:
         raise TransferkitError(f"The adapter of run '{run_dir}' does not fit its base backbone "
-                               f"'{info['base_backbone']}' ({missing[0]} unused).")
+                               f"'{info['base_backbone']}' ({unused[0]} unused).")
     model = TransferModel(backbone, info["n_out"], info["head"])
-    rest = load_file(str(d / "head.safetensors"))
     model.head.load_state_dict({k[len("head."):]: v for k, v in rest.items() if k.startswith("head.")})
     for k in ("target_mean", "target_std"):
         if k in rest:

@@ -19,7 +19,6 @@ from .space import SearchSpace
 from .storage import REPEAT_ATTR
 
 
-
 class RepeatedConfig(TransferkitError):
     """The sampler proposed a config that an earlier trial already fitted (see :meth:`Objective.repeats`)."""
 

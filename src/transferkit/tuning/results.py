@@ -37,7 +37,8 @@ def _fmt(v: Any) -> str:
 
 
 def trial_rows(study: Any, space: SearchSpace) -> list[dict[str, Any]]:
-    """One row per fitted trial (proposals skipped as repeats are left out): number, state, value, the config values of its parameters, epochs, seconds, error."""
+    """One row per fitted trial (proposals skipped as repeats are left out): number, state, value, the config
+    values of its parameters, epochs, seconds, error."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         if is_repeat(t):  # never fitted: counted in the report, not a row

@@ -80,20 +80,19 @@ def session(base: FitConfig, space: SearchSpace, settings: TuneConfig, splits: A
 
 
 def run_trials(study: Any, objective: Objective, n_trials: int, deadline: float | None, slot: TrialSlot,
-               on_trial: Callable[[Any], None] | None = None, poll: float = 0.5, explorer: Any = None) -> int:
+               on_trial: Callable[[Any], None] | None = None, poll: float = 0.5) -> int:
     """Run trials until ``study`` has ``n_trials`` finished (complete or pruned) or ``deadline`` (``time.time()``)
     passes; returns how many this process ran. A trial failing with a ConfigError / DataError is FAIL and the
     search goes on, unless 5 fail in a row. A proposal repeating a fitted config is skipped (not run, not
-    counted), and the next proposal comes from ``explorer`` (random search, seeded by the study's size, by
-    default) instead of the study's sampler: a model-based sampler that has settled on a fitted config (TPE on a
-    linear probe, whose few distinct configs are soon all fitted) would otherwise propose it again and again.
+    counted), and the next proposal is a random draw (seeded by the study's size) instead of the study's
+    sampler's: a model-based sampler that has settled on a fitted config (TPE on a linear probe, whose few distinct
+    configs are soon all fitted) would otherwise propose it again and again.
     After 100 repeats in a row the search stops: the space has nothing new left."""
     from .search import optuna_module
 
     ran = failures = repeats = 0
     sampler = study.sampler
-    if explorer is None:
-        explorer = optuna_module().samplers.RandomSampler(seed=len(study.get_trials(deepcopy=False)))
+    explorer = optuna_module().samplers.RandomSampler(seed=len(study.get_trials(deepcopy=False)))
     last: list[Any] = []
 
     def releasing(trial: Any) -> float:
